@@ -1,0 +1,306 @@
+"""Export a trained ODM/PAMS generator to the integer deployment artifact.
+
+The artifact (container: :mod:`odm_mm.deploy.format`) holds
+
+* every ``QuantConv`` weight as integer codes packed at ``w_bits`` bits, with
+  its range; its bias in FP32; its activation bounds; its enabled offsets as
+  ``offset_bits`` codes with their [min, max];
+* every other parameter and persistent buffer of the generator (the FP32
+  part) unchanged, under its state-dict name;
+* ``manifest.json`` naming all tensors and how to rebuild the FP32 network.
+
+Record of a quantized conv (``manifest["quant_layers"][name]``), with
+``s = (upper - lower) / (2^b - 1)`` and all arithmetic as in
+:mod:`odm_mm.quantizers` (round half to even)::
+
+    conv:   in_channels, out_channels, kernel_size, stride, padding,
+            dilation, groups (zero padding only)
+    bias:   tensor name or null
+    method "odm":
+      weight: {tensor, bits, code_bits = bits, zero_point = 0, range}
+              range = [lower, upper] (float32, the percentile range);
+              w = lower + code * s
+      act:    {bits, lower, upper} (tensor names of float32 scalars);
+              code = round((clip(x, lower, upper) - lower) / s) in
+              [0, 2^b - 1], x_q = lower + code * s
+    method "pams" (q = max(2^(b-1) - 1, 1)):
+      weight: {tensor, bits, code_bits, zero_point = q, qmax = q, range}
+              range = [max|w|]; stored code = c + q, c in [-q, q];
+              w = c * max|w| / q  (code_bits = bits, 2 for 1-bit PAMS)
+      act:    {bits, alpha, qmax}; code = round(clip(x, -a, a) * q / a) in
+              [-q, q], x_q = code * a / q
+    shift, scale (Eq. 7 / 8, only when enabled, else null; shift first):
+      {tensor, bits, range}; bits < 32: v = lo + code * (hi - lo)/(2^b - 1)
+      over range = [lo, hi] (lo == hi: v = lo); bits == 32: raw float32.
+
+Storage figure (paper Sec. 4.1, "stored parameters weighted by the precision
+of each value"): :func:`storage_bits`. The artifact adds to it only the
+weight ranges (64 bits per ODM layer, 32 per PAMS layer), offset ranges (64
+bits per enabled offset), byte padding of packed tensors, persistent buffers
+and the manifest text.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+from dataclasses import dataclass, field
+from typing import Any, Dict, Mapping, Optional
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from ..layers import QuantConv, quantize_offset
+from .format import BLOB, MANIFEST, BlobWriter, write_artifact
+
+__all__ = ['storage_bits', 'export_artifact', 'ExportResult',
+           'generator_info']
+
+
+def storage_bits(model: nn.Module) -> Dict[str, int]:
+    """Storage size of a (swapped) generator in bits, paper convention.
+
+    Every parameter counts ``numel x bits``: QuantConv weights at ``w_bits``;
+    enabled offsets at ``offset_bits``, disabled ones 0; everything else
+    (FP32 layers, biases, quantizer bounds) at its dtype's width. Buffers are
+    not parameters and do not count.
+
+    Returns:
+        ``{'total', 'quant_weights', 'offsets', 'float'}`` in bits;
+        ``total / 32 / 1000`` is the paper's "K" figure (411.7K for EDSR
+        W2A2).
+    """
+    owners = {}
+    for mod in model.modules():
+        for pname, p in mod.named_parameters(recurse=False):
+            owners[id(p)] = (mod, pname)
+    out = dict(quant_weights=0, offsets=0, float=0)
+    for p in model.parameters():
+        mod, pname = owners[id(p)]
+        if isinstance(mod, QuantConv) and pname == 'weight':
+            out['quant_weights'] += p.numel() * mod.w_bits
+        elif isinstance(mod, QuantConv) and pname in ('shift', 'scale'):
+            if bool(getattr(mod, f'{pname}_enabled')):
+                out['offsets'] += p.numel() * mod.offset_bits
+        else:
+            out['float'] += p.numel() * p.element_size() * 8
+    out['total'] = sum(out.values())
+    return out
+
+
+@dataclass
+class ExportResult:
+    """What :func:`export_artifact` wrote.
+
+    Attributes:
+        out_dir: The artifact folder.
+        manifest: The manifest as written.
+        artifact_bytes: Size of manifest.json + tensors.bin on disk.
+        blob_bytes: Size of tensors.bin.
+        storage: :func:`storage_bits` of the exported generator.
+    """
+
+    out_dir: str
+    manifest: Dict[str, Any]
+    artifact_bytes: int
+    blob_bytes: int
+    storage: Dict[str, int] = field(default_factory=dict)
+
+    @property
+    def storage_bytes(self) -> float:
+        """The storage figure in bytes (``storage['total'] / 8``)."""
+        return self.storage['total'] / 8
+
+    @property
+    def ratio(self) -> float:
+        """``artifact_bytes / storage_bytes``."""
+        return self.artifact_bytes / self.storage_bytes
+
+
+def generator_info(generator: nn.Module,
+                   generator_cfg: Optional[Mapping[str, Any]] = None
+                   ) -> Dict[str, Any]:
+    """Construction info of the FP32 generator for the manifest.
+
+    Args:
+        generator: The generator (its class gives ``module`` and ``class``).
+        generator_cfg: Its config (``type`` + constructor kwargs), e.g.
+            ``cfg.model.generator``. Without it ``kwargs`` is null and the
+            runtime needs the FP32 network passed in.
+
+    Raises:
+        ValueError: if ``type`` names another class or the kwargs are not
+            JSON-serialisable.
+    """
+    cls = type(generator)
+    info = {'module': cls.__module__, 'class': cls.__qualname__,
+            'kwargs': None}
+    if generator_cfg is None:
+        return info
+    cfg = _plain(generator_cfg)
+    gtype = cfg.pop('type', cls.__name__)
+    gname = gtype if isinstance(gtype, str) else gtype.__name__
+    if gname.split('.')[-1] != cls.__name__:
+        raise ValueError(f'generator_cfg type {gname!r} does not match the '
+                         f'generator class {cls.__name__!r}')
+    try:
+        json.dumps(cfg)
+    except TypeError as err:
+        raise ValueError(f'generator kwargs are not JSON-serialisable: '
+                         f'{err}') from err
+    info['kwargs'] = cfg
+    return info
+
+
+def _plain(obj: Any) -> Any:
+    """ConfigDict/tuple -> dict/list recursively."""
+    if isinstance(obj, Mapping):
+        return {str(k): _plain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_plain(v) for v in obj]
+    return obj
+
+
+def _np(t: Tensor) -> np.ndarray:
+    return t.detach().cpu().contiguous().numpy()
+
+
+def _pair(v: Any) -> list:
+    return [int(i) for i in v] if isinstance(v, (tuple, list)) else [int(v)] * 2
+
+
+def _weight_codes(layer: QuantConv) -> Dict[str, Any]:
+    """Integer weight codes reproducing ``layer.weight_quantizer`` exactly."""
+    wq, w = layer.weight_quantizer, layer.weight.detach()
+    if layer.method == 'odm':
+        lo, hi = wq.weight_range(w)
+        step = (hi - lo) / (2**layer.w_bits - 1)
+        codes = torch.round((torch.minimum(torch.maximum(w, lo), hi) - lo) /
+                            step)
+        deq = codes * step + lo
+        rng, zero, code_bits = torch.stack([lo, hi]), 0, layer.w_bits
+    else:
+        _, m = wq.weight_range(w)
+        q = wq.qmax
+        codes = torch.round(torch.minimum(torch.maximum(w, -m), m) * q / m)
+        deq = codes * m / q
+        rng, zero = m.reshape(1), q
+        code_bits = max(layer.w_bits, math.ceil(math.log2(2 * q + 1)))
+    if not torch.equal(deq, wq(w)):
+        raise RuntimeError('integer weight codes do not reproduce the weight '
+                           'quantizer of this layer (quantizer changed?)')
+    return dict(codes=_np(codes).astype(np.int64) + zero, zero=zero,
+                code_bits=code_bits, range=_np(rng).astype(np.float32))
+
+
+def _offset_record(writer: BlobWriter, layer: QuantConv, name: str,
+                   kind: str) -> Optional[Dict[str, Any]]:
+    if not bool(getattr(layer, f'{kind}_enabled')):
+        return None
+    s, bits = getattr(layer, kind).detach(), layer.offset_bits
+    tname = f'{name}.{kind}'
+    if bits >= 32:
+        writer.add_raw(tname, _np(s))
+        return dict(tensor=tname, bits=32, range=None)
+    lo, hi = s.min(), s.max()
+    if bool(hi > lo):
+        step = (hi - lo) / (2**bits - 1)
+        codes = torch.round((s - lo) / step)
+        deq = codes * step + lo
+    else:
+        codes, deq = torch.zeros_like(s), s
+    if not torch.equal(deq, quantize_offset(s, bits)):
+        raise RuntimeError(f'{tname}: offset codes do not reproduce '
+                           'quantize_offset')
+    writer.add_packed(tname, _np(codes).astype(np.int64), bits)
+    writer.add_raw(f'{tname}_range', _np(torch.stack([lo, hi])))
+    return dict(tensor=tname, bits=bits, range=f'{tname}_range')
+
+
+def _layer_record(writer: BlobWriter, name: str,
+                  layer: QuantConv) -> Dict[str, Any]:
+    if layer.padding_mode != 'zeros' or isinstance(layer.padding, str):
+        raise ValueError(f'{name}: only numeric zero padding can be exported '
+                         f'(padding={layer.padding!r}, padding_mode='
+                         f'{layer.padding_mode!r})')
+    if not layer.quant_enabled:
+        raise ValueError(f'{name}: quantization is disabled on this layer '
+                         '(enable_quant() before exporting)')
+    wc = _weight_codes(layer)
+    writer.add_packed(f'{name}.weight', wc['codes'], wc['code_bits'])
+    writer.add_raw(f'{name}.weight_range', wc['range'])
+    weight = dict(tensor=f'{name}.weight', bits=layer.w_bits,
+                  code_bits=wc['code_bits'], zero_point=wc['zero'],
+                  range=f'{name}.weight_range')
+    aq = layer.act_quantizer
+    if layer.method == 'odm':
+        for key in ('lower', 'upper'):
+            writer.add_raw(f'{name}.act_quantizer.{key}',
+                           _np(getattr(aq, key)))
+        act = dict(bits=layer.a_bits, lower=f'{name}.act_quantizer.lower',
+                   upper=f'{name}.act_quantizer.upper')
+    else:
+        weight['qmax'] = layer.weight_quantizer.qmax
+        writer.add_raw(f'{name}.act_quantizer.alpha', _np(aq.alpha))
+        act = dict(bits=layer.a_bits, alpha=f'{name}.act_quantizer.alpha',
+                   qmax=aq.qmax)
+    bias = None
+    if layer.bias is not None:
+        bias = f'{name}.bias'
+        writer.add_raw(bias, _np(layer.bias))
+    conv = dict(in_channels=layer.in_channels,
+                out_channels=layer.out_channels,
+                kernel_size=_pair(layer.kernel_size),
+                stride=_pair(layer.stride), padding=_pair(layer.padding),
+                dilation=_pair(layer.dilation), groups=layer.groups)
+    return dict(method=layer.method, conv=conv, weight=weight, act=act,
+                bias=bias, shift=_offset_record(writer, layer, name, 'shift'),
+                scale=_offset_record(writer, layer, name, 'scale'))
+
+
+@torch.no_grad()
+def export_artifact(generator: nn.Module, out_dir: str,
+                    generator_cfg: Optional[Mapping[str, Any]] = None
+                    ) -> ExportResult:
+    """Write the integer deployment artifact of a quantized generator.
+
+    Args:
+        generator: Network containing :class:`~odm_mm.layers.QuantConv`
+            layers (e.g. ``ODMEditModel.generator``).
+        out_dir: Folder to write ``manifest.json`` and ``tensors.bin`` into.
+        generator_cfg: The FP32 generator's config (``type`` + kwargs) so
+            that a runtime can rebuild it; see :func:`generator_info`.
+
+    Returns:
+        An :class:`ExportResult` with sizes and the storage figure.
+
+    Raises:
+        ValueError: if the generator has no QuantConv or a layer cannot be
+            represented (non-zero padding mode, quantization disabled).
+    """
+    qlayers = [(n, m) for n, m in generator.named_modules()
+               if isinstance(m, QuantConv)]
+    if not qlayers:
+        raise ValueError(f'{type(generator).__name__} has no QuantConv layer '
+                         'to export (swap_convs first)')
+    writer = BlobWriter()
+    records = {name: _layer_record(writer, name, layer)
+               for name, layer in qlayers}
+    prefixes = tuple(f'{name}.' for name in records)
+    fp32 = []
+    for key, value in generator.state_dict().items():
+        if not key.startswith(prefixes):
+            writer.add_raw(key, _np(value))
+            fp32.append(key)
+    storage = storage_bits(generator)
+    manifest = dict(generator=generator_info(generator, generator_cfg),
+                    fp32=fp32, quant_layers=records,
+                    storage=dict(paper_bits=storage['total'],
+                                 paper_k=round(storage['total'] / 32e3, 3)))
+    manifest = write_artifact(out_dir, manifest, writer)
+    sizes = [os.path.getsize(os.path.join(out_dir, f))
+             for f in (MANIFEST, BLOB)]
+    return ExportResult(out_dir=out_dir, manifest=manifest,
+                        artifact_bytes=sum(sizes), blob_bytes=sizes[1],
+                        storage=storage)

@@ -1,0 +1,109 @@
+"""Cooperative gradient gate of Eq. 5 (and the plain sum of Eq. 4).
+
+Torch-only. :class:`~odm_mm.optim.CooperativeOptimWrapper` calls
+:func:`merge_gradients` after both gradients are known (and synchronised
+across ranks).
+
+Eq. 5, per parameter element::
+
+    g = g_R + g_V   if g_R * g_V >= 0
+    g = g_R         otherwise
+
+Elements where the reconstruction gradient is missing (``None``, or zero)
+count as cooperative (``0 * g_V >= 0``). The conflict ratio (Fig. 2) is the
+share of elements with ``g_R * g_V < 0`` among the elements of parameters that
+receive an L_V gradient.
+"""
+from __future__ import annotations
+
+from typing import List, NamedTuple, Optional, Sequence, Tuple
+
+import torch
+from torch import Tensor
+
+__all__ = ['LossParts', 'gate', 'merge_gradients', 'MODES']
+
+MODES = ('cooperative', 'plain')
+
+
+class LossParts(NamedTuple):
+    """A loss split into reconstruction L_R and regularisation L_V."""
+    recon: Tensor
+    reg: Tensor
+
+    def total(self) -> Tensor:
+        """L_R + L_V (the Eq. 4 objective)."""
+        return self.recon + self.reg
+
+
+def gate(g_r: Tensor, g_v: Tensor,
+         mode: str = 'cooperative') -> Tuple[Tensor, int]:
+    """Combine one parameter's gradients.
+
+    Args:
+        g_r: Gradient of L_R.
+        g_v: Gradient of L_V (same shape).
+        mode: ``'cooperative'`` (Eq. 5) or ``'plain'`` (Eq. 4).
+
+    Returns:
+        ``(combined gradient, number of conflicting elements)``. The conflict
+        count is reported in both modes.
+    """
+    if mode not in MODES:
+        raise ValueError(f'gate mode must be one of {MODES}, got {mode!r}')
+    agree = (g_r * g_v) >= 0
+    conflicts = int(agree.numel() - int(agree.sum()))
+    if mode == 'plain':
+        return g_r + g_v, conflicts
+    return g_r + torch.where(agree, g_v, torch.zeros_like(g_v)), conflicts
+
+
+def merge_gradients(params: Sequence[Tensor],
+                    reg_grads: Sequence[Optional[Tensor]],
+                    mode: str = 'cooperative') -> Tuple[int, int]:
+    """Add the gated L_V gradients into ``p.grad`` in place.
+
+    Args:
+        params: Parameters whose ``.grad`` holds the L_R gradient (or None).
+        reg_grads: The L_V gradient per parameter (None where unused).
+        mode: See :func:`gate`.
+
+    Returns:
+        ``(conflicting elements, elements with an L_V gradient)``.
+    """
+    conflicts = total = 0
+    for p, g_v in zip(params, reg_grads):
+        if g_v is None:
+            continue
+        g_r = p.grad if p.grad is not None else torch.zeros_like(g_v)
+        merged, c = gate(g_r, g_v, mode)
+        conflicts += c
+        total += g_v.numel()
+        if p.grad is None:
+            p.grad = merged
+        else:
+            p.grad.copy_(merged)
+    return conflicts, total
+
+
+def flatten_grads(grads: Sequence[Optional[Tensor]]) -> Tuple[Tensor, List]:
+    """Concatenate the non-None gradients (for one all-reduce)."""
+    present = [g.reshape(-1) for g in grads if g is not None]
+    shapes = [g.shape if g is not None else None for g in grads]
+    return (torch.cat(present) if present else torch.zeros(0)), shapes
+
+
+def unflatten_grads(flat: Tensor,
+                    shapes: Sequence[Optional[torch.Size]]
+                    ) -> List[Optional[Tensor]]:
+    """Inverse of :func:`flatten_grads`."""
+    out: List[Optional[Tensor]] = []
+    offset = 0
+    for shape in shapes:
+        if shape is None:
+            out.append(None)
+            continue
+        n = int(torch.Size(shape).numel())
+        out.append(flat[offset:offset + n].view(shape))
+        offset += n
+    return out

@@ -1,0 +1,153 @@
+"""OffsetHook: Algorithm 1's calibration (Eq. 6 selection, Eq. 7/8 offsets).
+
+Glue (mmengine). Before the first training iteration the hook:
+
+1. takes ``num_batches`` batches of training patches from the train
+   dataloader (through the model's data preprocessor);
+2. runs them through the FP32 network (quantization switched off) and
+   measures every quantized layer (:func:`odm_mm.calibration.calibrate`):
+   percentile bounds and Eq. 6 ``M_mu``/``M_sigma``;
+3. initialises the quantizer bounds, enables shift offsets on the top-p
+   layers by ``M_mu`` and scale offsets on the top-p layers by ``M_sigma``
+   (:func:`odm_mm.calibration.apply_calibration`), logs the table;
+4. under DDP, broadcasts rank 0's bounds, offsets and choice to every rank.
+
+Resume: the bounds, offsets and their enabled flags are buffers/parameters of
+the model, so they are in every checkpoint; the table is stored in the
+checkpoint's ``meta['odm_calibration']``. A run whose quantizers are already
+initialised (resumed or ``load_from`` an ODM checkpoint) is never
+re-calibrated. The random-number state of python, numpy and torch is restored
+after calibration, so calibrating does not change the training sample order
+or augmentations.
+"""
+from __future__ import annotations
+
+import random
+from typing import Dict, List, Optional
+
+import numpy as np
+import torch
+from mmengine.dist import broadcast, get_world_size
+from mmengine.hooks import Hook
+from mmengine.logging import print_log
+from mmengine.model import is_model_wrapper
+
+from mmagic.registry import HOOKS
+
+from .calibration import LayerStats, apply_calibration, calibrate, \
+    offset_table, select_top_p
+
+__all__ = ['OffsetHook']
+
+
+@HOOKS.register_module()
+class OffsetHook(Hook):
+    """Calibrate quantizer ranges and choose distribution offsets.
+
+    Args:
+        ratio: Offset ratio p of Eq. 7/8, in (0, 1] (paper: 0.3).
+        num_batches: Calibration batches from the train dataloader.
+        shift: Enable shift offsets (Eq. 7) on the top-p layers by M_mu.
+        scale: Enable scale offsets (Eq. 8) on the top-p layers by M_sigma.
+        percentile_j: Percentile j of the activation range init (paper: 1).
+    """
+
+    priority = 'HIGH'
+
+    def __init__(self, ratio: float = 0.3, num_batches: int = 8,
+                 shift: bool = True, scale: bool = True,
+                 percentile_j: float = 1.0) -> None:
+        select_top_p([1.0], ratio)  # validates ratio
+        if not isinstance(num_batches, int) or num_batches < 1:
+            raise ValueError(f'OffsetHook.num_batches must be an int >= 1, '
+                             f'got {num_batches!r}')
+        if not 0.0 <= percentile_j < 50.0:
+            raise ValueError('OffsetHook.percentile_j must be in [0, 50), '
+                             f'got {percentile_j}')
+        self.ratio = ratio
+        self.num_batches = num_batches
+        self.shift, self.scale = shift, scale
+        self.percentile_j = percentile_j
+        self.stats: Optional[Dict[str, Dict]] = None
+
+    @staticmethod
+    def _model(runner):
+        model = runner.model
+        return model.module if is_model_wrapper(model) else model
+
+    def _batches(self, runner, model) -> List[torch.Tensor]:
+        out = []
+        for data in runner.train_dataloader:
+            data = model.data_preprocessor(data, True)
+            out.append(data['inputs'])
+            if len(out) >= self.num_batches:
+                break
+        if not out:
+            raise ValueError('OffsetHook: the train dataloader yielded no '
+                             'batch for calibration')
+        return out
+
+    def before_train(self, runner) -> None:
+        """Calibrate once (skipped when restored from a checkpoint)."""
+        from .optim import CooperativeOptimWrapper
+        model = self._model(runner)
+        if not hasattr(model, 'quant_layers'):
+            raise TypeError('OffsetHook needs model.type=ODMEditModel, got '
+                            f'{type(model).__name__}')
+        if getattr(model, 'var_loss', None) is not None and not isinstance(
+                runner.optim_wrapper, CooperativeOptimWrapper):
+            raise TypeError(
+                'ODM with var_loss needs optim_wrapper.type='
+                "'CooperativeOptimWrapper'; got "
+                f'{type(runner.optim_wrapper).__name__}')
+        convs = model.quant_layers()
+        if all(bool(m.act_quantizer.initialized) for _, m in convs):
+            print_log('OffsetHook: quantizer ranges and offsets restored from '
+                      'the checkpoint; not re-calibrating.', logger='current')
+            if self.stats:
+                self._log(self.stats)
+            return
+        states = (random.getstate(), np.random.get_state(),
+                  torch.get_rng_state())
+        try:
+            batches = self._batches(runner, model)
+            stats = calibrate(model.generator, batches,
+                              percentile_j=self.percentile_j)
+            apply_calibration(model.generator, stats, self.ratio,
+                              self.shift, self.scale)
+        finally:
+            random.setstate(states[0])
+            np.random.set_state(states[1])
+            torch.set_rng_state(states[2])
+        if get_world_size() > 1:
+            self._broadcast(convs, stats)
+        self.stats = {n: s.to_dict() for n, s in stats.items()}
+        self._log(self.stats)
+
+    @staticmethod
+    @torch.no_grad()
+    def _broadcast(convs, stats: Dict[str, LayerStats]) -> None:
+        """Make every rank use rank 0's bounds, offsets and choice."""
+        for name, m in convs:
+            for t in list(m.act_quantizer.parameters()) + [
+                    m.shift, m.scale, m.shift_enabled, m.scale_enabled]:
+                broadcast(t.data, src=0)
+            stats[name].shift = bool(m.shift_enabled)
+            stats[name].scale = bool(m.scale_enabled)
+
+    @staticmethod
+    def _log(stats: Dict[str, Dict]) -> None:
+        table = offset_table({n: LayerStats(**s) for n, s in stats.items()})
+        print_log('ODM calibration (Eq. 6, top-p offsets):\n' + table,
+                  logger='current')
+
+    def before_save_checkpoint(self, runner, checkpoint: dict) -> None:
+        """Store the calibration table in the checkpoint meta."""
+        if self.stats is not None:
+            checkpoint.setdefault('meta', {})['odm_calibration'] = self.stats
+
+    def after_load_checkpoint(self, runner, checkpoint: dict) -> None:
+        """Restore the calibration table from a resumed checkpoint."""
+        stats = checkpoint.get('meta', {}).get('odm_calibration')
+        if stats:
+            self.stats = stats

@@ -1,0 +1,114 @@
+"""Variance regularisation (Eq. 2-3) and structured knowledge transfer (SKT).
+
+Torch-only. The registered (mmagic) names are ``VarianceRegLoss`` and
+``SKTLoss`` (see :mod:`odm_mm.registry`).
+
+Pixel-scale convention. The paper (like EDSR/PAMS code) works on [0, 255]
+pixels; mmagic on [0, 1]. For a network trained at [0, 1] the features, the
+L1 loss and sigma(x_i) are all 1/255 of their [0, 255] counterparts, while the
+SKT term (L2-normalised attention maps) is scale-free. The paper's objective
+``L1 + 1000 L_SKT + lambda_V sum sigma`` at [0, 255] is therefore, divided by
+255 (a global factor that Adam and the sign test of Eq. 5 ignore),
+``L1 + (1000/255) L_SKT + lambda_V sum sigma`` at [0, 1]: lambda_V keeps its
+paper value (1e-4 EDSR/SRResNet, 1e-5 RDN, Supplement S1) and the SKT weight
+becomes 1000/255 = 3.92. Both are config options.
+"""
+from __future__ import annotations
+
+from typing import Optional, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+__all__ = ['variance_regularization', 'attention_map', 'skt_loss',
+           'VarianceRegLoss', 'SKTLoss', 'PAPER_SKT_WEIGHT_01',
+           'PAPER_LAMBDA_V']
+
+#: lambda of Eq. 9 (1000 at [0, 255]) expressed at mmagic's [0, 1] scale.
+PAPER_SKT_WEIGHT_01 = 1000.0 / 255.0
+#: lambda_V of Supplement S1 (unchanged by the pixel-scale conversion).
+PAPER_LAMBDA_V = {'EDSRNet': 1e-4, 'MSRResNet': 1e-4, 'RDNNet': 1e-5}
+
+
+def variance_regularization(stds: Sequence[Tensor],
+                            weight: float = 1.0) -> Tensor:
+    """Eq. 3 summed over layers: ``weight * sum_i sigma(x_i)``.
+
+    Args:
+        stds: sigma(x_i) of every quantized layer (see
+            :func:`odm_mm.layers.feature_std`).
+        weight: lambda_V.
+    """
+    if len(stds) == 0:
+        raise ValueError('variance_regularization: no feature std recorded; '
+                         'are there quantized layers with record_std=True '
+                         'and is the model in training mode?')
+    return weight * torch.stack([s.reshape(()) for s in stds]).sum()
+
+
+def attention_map(feat: Tensor) -> Tensor:
+    """Spatial attention map of PAMS's SKT: L2-normalised mean_c(f^2).
+
+    Args:
+        feat: (B, C, H, W) feature.
+
+    Returns:
+        (B, H*W) maps with unit L2 norm per sample.
+    """
+    return F.normalize(feat.pow(2).mean(dim=1).flatten(1), dim=1)
+
+
+def skt_loss(student: Tensor, teacher: Tensor) -> Tensor:
+    """Structured knowledge transfer: mean squared distance of the maps."""
+    if student.shape != teacher.shape:
+        raise ValueError(f'SKT: student feature {tuple(student.shape)} and '
+                         f'teacher feature {tuple(teacher.shape)} differ')
+    return (attention_map(student) - attention_map(teacher)).pow(2).mean()
+
+
+class VarianceRegLoss(nn.Module):
+    """L_V of Eq. 3: ``lambda_V * sum_i sigma(x_i)`` over quantized layers.
+
+    Args:
+        loss_weight: lambda_V (paper: 1e-4 EDSR/SRResNet, 1e-5 RDN; the same
+            value applies at [0, 1] pixels, see module docstring).
+        std_mode: ``'tensor'`` (sigma over the whole feature, default) or
+            ``'sample'`` (per-sample sigma averaged over the batch); applied
+            to the quantized layers by the model that owns them.
+    """
+
+    def __init__(self, loss_weight: float = 1e-4,
+                 std_mode: str = 'tensor') -> None:
+        super().__init__()
+        if not loss_weight >= 0:
+            raise ValueError(f'VarianceRegLoss.loss_weight must be >= 0, '
+                             f'got {loss_weight}')
+        if std_mode not in ('tensor', 'sample'):
+            raise ValueError("VarianceRegLoss.std_mode must be 'tensor' or "
+                             f"'sample', got {std_mode!r}")
+        self.loss_weight = float(loss_weight)
+        self.std_mode = std_mode
+
+    def forward(self, stds: Sequence[Tensor]) -> Tensor:  # noqa: D102
+        return variance_regularization(stds, self.loss_weight)
+
+
+class SKTLoss(nn.Module):
+    """PAMS structured knowledge transfer, weighted: ``w * L_SKT``.
+
+    Args:
+        loss_weight: lambda of Eq. 9 at [0, 1] pixels (default 1000/255, the
+            paper's 1000 at [0, 255]; see module docstring).
+    """
+
+    def __init__(self, loss_weight: float = PAPER_SKT_WEIGHT_01) -> None:
+        super().__init__()
+        if not loss_weight >= 0:
+            raise ValueError(f'SKTLoss.loss_weight must be >= 0, got '
+                             f'{loss_weight}')
+        self.loss_weight = float(loss_weight)
+
+    def forward(self, student: Tensor,
+                teacher: Optional[Tensor]) -> Tensor:  # noqa: D102
+        return self.loss_weight * skt_loss(student, teacher)

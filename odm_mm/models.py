@@ -1,0 +1,259 @@
+"""ODMEditModel: mmagic editor that trains a quantized SR generator.
+
+Glue (mmagic/mmengine). Ties the torch-only pieces together:
+
+* builds the generator from the stock mmagic config, keeps a frozen FP32
+  ``teacher`` copy for SKT, swaps the convs of the high-level feature
+  extractor for :class:`~odm_mm.layers.QuantConv` (:func:`~odm_mm.swap.
+  swap_convs`);
+* loads the FP32 checkpoint in :meth:`init_weights` -- the Runner calls it
+  right before training, so mmengine's weight initialisation never
+  overwrites the pretrained weights -- into student and teacher, accepting
+  mmagic/mmengine checkpoints (``state_dict`` with ``generator.`` keys) and
+  bare generator state dicts, with one clear error listing mismatched keys;
+* returns ``loss_pix`` (L1), ``loss_skt`` (Eq. 9) and ``loss_var`` (Eq. 3);
+  :meth:`parse_losses` hands L_R and L_V separately
+  (:class:`~odm_mm.gate.LossParts`) to
+  :class:`~odm_mm.optim.CooperativeOptimWrapper` (Eq. 5 / Eq. 4).
+
+The SKT feature is the output of ``feature_module`` (default per generator:
+EDSR ``conv_after_body``, i.e. the end of the body before the long skip, as
+PAMS; RDN ``gff``; MSRResNet ``trunk_net``). It is captured by a forward hook
+that clones the output (EDSR adds the skip in place afterwards).
+"""
+from __future__ import annotations
+
+import copy
+from typing import Dict, List, Optional, Tuple
+
+import torch
+from mmengine.logging import print_log
+from mmengine.runner.checkpoint import _load_checkpoint
+from torch import Tensor
+
+from mmagic.models.base_models import BaseEditModel
+from mmagic.registry import MODELS
+
+from .gate import LossParts
+from .layers import QuantConv
+from .swap import quant_convs, swap_convs
+
+__all__ = ['ODMEditModel', 'FEATURE_MODULES', 'load_fp32_generator']
+
+FEATURE_MODULES = {
+    'EDSRNet': 'conv_after_body',
+    'RDNNet': 'gff',
+    'MSRResNet': 'trunk_net',
+}
+QUANT_KEYS = ('w_bits', 'a_bits', 'method', 'percentile_j', 'offset_bits',
+              'std_mode')
+
+
+def _generator_state(ckpt: Dict) -> Dict[str, Tensor]:
+    """Extract the generator's weights from a checkpoint dict."""
+    state = ckpt.get('state_dict', ckpt) if isinstance(ckpt, dict) else None
+    if not isinstance(state, dict):
+        raise ValueError('fp32_checkpoint holds no state dict')
+    if any(k.startswith('generator.') for k in state):
+        state = {k[len('generator.'):]: v for k, v in state.items()
+                 if k.startswith('generator.')}
+    return state
+
+
+def load_fp32_generator(generator: torch.nn.Module,
+                        state: Dict[str, Tensor], source: str = '') -> None:
+    """Load FP32 weights into a (possibly swapped) generator, strictly.
+
+    The QuantConv extras (bounds, offsets, flags) may be absent; every other
+    key must match. Raises one ValueError naming the first offending keys.
+    """
+    own = generator.state_dict()
+    extra = set()
+    for name, m in quant_convs(generator):
+        extra.update(f'{name}.{k}' for k in m.state_dict()
+                     if k not in ('weight', 'bias'))
+    required = set(own) - extra
+    missing = sorted(required - set(state))
+    unexpected = sorted(set(state) - set(own))
+    shape = sorted(k for k in required & set(state)
+                   if tuple(state[k].shape) != tuple(own[k].shape))
+    if missing or unexpected or shape:
+        parts = []
+        if missing:
+            parts.append(f'missing keys {missing[:5]}' +
+                         (f' (+{len(missing) - 5} more)'
+                          if len(missing) > 5 else ''))
+        if unexpected:
+            parts.append(f'unexpected keys {unexpected[:5]}' +
+                         (f' (+{len(unexpected) - 5} more)'
+                          if len(unexpected) > 5 else ''))
+        if shape:
+            parts.append('shape mismatch ' + ', '.join(
+                f'{k}: {tuple(state[k].shape)} vs {tuple(own[k].shape)}'
+                for k in shape[:5]))
+        raise ValueError(
+            f'FP32 checkpoint {source!r} does not fit the generator '
+            f'{type(generator).__name__}: ' + '; '.join(parts) +
+            '. Check model.generator (mid_channels, num_blocks, '
+            'upscale_factor) against the checkpoint.')
+    generator.load_state_dict(state, strict=False)
+
+
+@MODELS.register_module()
+class ODMEditModel(BaseEditModel):
+    """Quantization-aware training of an mmagic SR generator (ODM / PAMS).
+
+    Args:
+        generator: Config of the FP32 generator (a stock mmagic one).
+        pixel_loss: Config of L1 (``L1Loss``).
+        quant_cfg: ``w_bits``, ``a_bits`` (default 4/4), ``method``
+            (``'odm'``/``'pams'``), ``patterns`` (regexes, default preset per
+            generator), ``mode`` (``'body'``/``'full'``), ``exclude``,
+            ``percentile_j``, ``offset_bits``, ``std_mode``.
+        fp32_checkpoint: Path/URL of the FP32 checkpoint (student init and
+            teacher). Loaded in :meth:`init_weights`.
+        skt_loss: Config of ``SKTLoss`` or None (no teacher is kept).
+        var_loss: Config of ``VarianceRegLoss`` or None.
+        feature_module: Module whose output feeds SKT (default per generator).
+        train_cfg, test_cfg, init_cfg, data_preprocessor: as BaseEditModel.
+    """
+
+    def __init__(self,
+                 generator: dict,
+                 pixel_loss: dict,
+                 quant_cfg: Optional[dict] = None,
+                 fp32_checkpoint: Optional[str] = None,
+                 skt_loss: Optional[dict] = None,
+                 var_loss: Optional[dict] = None,
+                 feature_module: Optional[str] = None,
+                 train_cfg: Optional[dict] = None,
+                 test_cfg: Optional[dict] = None,
+                 init_cfg: Optional[dict] = None,
+                 data_preprocessor: Optional[dict] = None) -> None:
+        super().__init__(generator, pixel_loss, train_cfg, test_cfg,
+                         init_cfg, data_preprocessor)
+        quant_cfg = dict(quant_cfg or {})
+        unknown = set(quant_cfg) - set(QUANT_KEYS) - {
+            'patterns', 'mode', 'exclude'}
+        if unknown:
+            raise ValueError(f'quant_cfg has unknown keys {sorted(unknown)}; '
+                             f'allowed: {sorted(QUANT_KEYS)} + patterns, '
+                             'mode, exclude')
+        self.fp32_checkpoint = fp32_checkpoint
+        gen_name = type(self.generator).__name__
+        self.feature_module = feature_module or FEATURE_MODULES.get(gen_name)
+        self.skt_loss = MODELS.build(skt_loss) if skt_loss else None
+        self.var_loss = MODELS.build(var_loss) if var_loss else None
+        if self.skt_loss is not None and self.feature_module is None:
+            raise ValueError(f'SKT needs feature_module for {gen_name} (the '
+                             'name of the last module of the body)')
+        self.teacher = None
+        if self.skt_loss is not None:
+            self.teacher = copy.deepcopy(self.generator)
+            self.teacher.requires_grad_(False)
+            self.teacher.eval()
+        qcfg = {k: quant_cfg[k] for k in QUANT_KEYS if k in quant_cfg}
+        if self.var_loss is not None:
+            qcfg.setdefault('std_mode', self.var_loss.std_mode)
+        self.quantized_layers: List[str] = swap_convs(
+            self.generator, quant_cfg.get('patterns'),
+            quant_cfg.get('mode', 'body'), quant_cfg.get('exclude'), **qcfg)
+        for _, m in quant_convs(self.generator):
+            m.record_std = self.var_loss is not None
+        self._feats: Dict[str, Tensor] = {}
+        self._capture = False
+        if self.skt_loss is not None:
+            self._hook(self.generator, 'student')
+            self._hook(self.teacher, 'teacher')
+
+    # ------------------------------------------------------------ internals
+    def _hook(self, net: torch.nn.Module, key: str) -> None:
+        try:
+            module = net.get_submodule(self.feature_module)
+        except AttributeError as err:
+            raise ValueError(
+                f'feature_module {self.feature_module!r} is not a module of '
+                f'{type(net).__name__}') from err
+
+        def grab(_m, _inp, out):
+            if self._capture:
+                self._feats[key] = out.clone()
+
+        module.register_forward_hook(grab)
+
+    def train(self, mode: bool = True) -> 'ODMEditModel':
+        """Set train/eval mode; the teacher always stays in eval mode."""
+        super().train(mode)
+        if self.teacher is not None:
+            self.teacher.eval()
+        return self
+
+    def init_weights(self) -> None:
+        """mmengine init, then the FP32 checkpoint into student and teacher."""
+        super().init_weights()
+        if not self.fp32_checkpoint:
+            print_log('ODMEditModel: no fp32_checkpoint given, quantizing a '
+                      'randomly initialised generator (set '
+                      'model.fp32_checkpoint, or load_from / --resume).',
+                      logger='current', level=30)
+            return
+        ckpt = _load_checkpoint(self.fp32_checkpoint, map_location='cpu')
+        state = _generator_state(ckpt)
+        load_fp32_generator(self.generator, state, self.fp32_checkpoint)
+        if self.teacher is not None:
+            load_fp32_generator(self.teacher, state, self.fp32_checkpoint)
+        print_log(f'ODMEditModel: loaded FP32 weights from '
+                  f'{self.fp32_checkpoint} ({len(self.quantized_layers)} '
+                  'quantized layers)', logger='current')
+
+    # -------------------------------------------------------------- losses
+    def forward_train(self, inputs: Tensor, data_samples=None,
+                      **kwargs) -> Dict[str, Tensor]:
+        """L1, SKT (Eq. 9) and L_V (Eq. 3) of one batch."""
+        self._feats.clear()
+        self._capture = self.skt_loss is not None
+        try:
+            sr = self.generator(inputs, **kwargs)
+            losses = {'loss_pix': self.pixel_loss(sr, data_samples.gt_img)}
+            if self.skt_loss is not None:
+                with torch.no_grad():
+                    self.teacher(inputs, **kwargs)
+                losses['loss_skt'] = self.skt_loss(self._feats['student'],
+                                                   self._feats['teacher'])
+        finally:
+            self._capture = False
+            self._feats.clear()
+        if self.var_loss is not None:
+            stds = []
+            for _, m in quant_convs(self.generator):
+                if m.feature_std is not None:
+                    stds.append(m.feature_std)
+                    m.feature_std = None
+            losses['loss_var'] = self.var_loss(stds)
+        return losses
+
+    def parse_losses(self, losses: Dict[str, Tensor]
+                     ) -> Tuple[object, Dict[str, Tensor]]:
+        """Sum the losses; with L_V, return ``LossParts(L_R, L_V)``."""
+        total, log_vars = super().parse_losses(losses)
+        if 'loss_var' not in losses:
+            return total, log_vars
+        reg = losses['loss_var']
+        recon = sum(v for k, v in losses.items()
+                    if 'loss' in k and k != 'loss_var')
+        return LossParts(recon, reg), log_vars
+
+    def train_step(self, data, optim_wrapper) -> Dict[str, Tensor]:
+        """BaseModel.train_step, after checking the wrapper can take L_V."""
+        from .optim import CooperativeOptimWrapper
+        if self.var_loss is not None and not isinstance(
+                optim_wrapper, CooperativeOptimWrapper):
+            raise TypeError(
+                'ODMEditModel with var_loss needs optim_wrapper.type='
+                "'CooperativeOptimWrapper' (mode='cooperative' for Eq. 5, "
+                f"'plain' for Eq. 4); got {type(optim_wrapper).__name__}")
+        return super().train_step(data, optim_wrapper)
+
+    def quant_layers(self) -> List[Tuple[str, QuantConv]]:
+        """``[(name, QuantConv)]`` of the student generator."""
+        return quant_convs(self.generator)

@@ -1,0 +1,17 @@
+"""Registers odm_mm's OpenMMLab components into mmagic's registries.
+
+Imported by :mod:`odm_mm` when mmagic is installed. Each glue module
+registers its classes on import (``mmagic.registry.MODELS``, ``HOOKS``,
+``OPTIM_WRAPPERS``, ``DATASETS``, ``TRANSFORMS``).
+"""
+from mmagic.registry import MODELS
+
+from .layers import QuantConv
+from .losses import SKTLoss, VarianceRegLoss
+
+MODELS.register_module(name='QuantConv', module=QuantConv, force=True)
+MODELS.register_module(name='VarianceRegLoss', module=VarianceRegLoss,
+                       force=True)
+MODELS.register_module(name='SKTLoss', module=SKTLoss, force=True)
+
+from . import hooks, models, optim  # noqa: F401,E402

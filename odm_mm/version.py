@@ -1,0 +1,2 @@
+"""Version of odm_mm."""
+__version__ = '0.1.0'

@@ -11,8 +11,10 @@ Eq. 5, per parameter element::
 
 Elements where the reconstruction gradient is missing (``None``, or zero)
 count as cooperative (``0 * g_V >= 0``). The conflict ratio (Fig. 2) is the
-share of elements with ``g_R * g_V < 0`` among the elements of parameters that
-receive an L_V gradient.
+share of elements with ``g_R * g_V < 0`` among the elements with a non-zero
+L_V gradient. (Counting only non-zero elements makes the ratio independent of
+whether an unreachable parameter reports ``None`` or zeros -- DDP's output
+sink turns the former into the latter.)
 """
 from __future__ import annotations
 
@@ -69,7 +71,7 @@ def merge_gradients(params: Sequence[Tensor],
         mode: See :func:`gate`.
 
     Returns:
-        ``(conflicting elements, elements with an L_V gradient)``.
+        ``(conflicting elements, elements with a non-zero L_V gradient)``.
     """
     conflicts = total = 0
     for p, g_v in zip(params, reg_grads):
@@ -78,7 +80,7 @@ def merge_gradients(params: Sequence[Tensor],
         g_r = p.grad if p.grad is not None else torch.zeros_like(g_v)
         merged, c = gate(g_r, g_v, mode)
         conflicts += c
-        total += g_v.numel()
+        total += int(torch.count_nonzero(g_v))
         if p.grad is None:
             p.grad = merged
         else:

@@ -35,7 +35,7 @@ from mmengine.model import is_model_wrapper
 from mmagic.registry import HOOKS
 
 from .calibration import LayerStats, apply_calibration, calibrate, \
-    offset_table, select_top_p
+    observe, offset_table, select_top_p
 
 __all__ = ['OffsetHook']
 
@@ -50,14 +50,31 @@ class OffsetHook(Hook):
         shift: Enable shift offsets (Eq. 7) on the top-p layers by M_mu.
         scale: Enable scale offsets (Eq. 8) on the top-p layers by M_sigma.
         percentile_j: Percentile j of the activation range init (paper: 1).
+        recalib_interval: If > 0, every ``recalib_interval`` iterations the
+            bounds of the ODM quantizers are pulled towards the current
+            percentiles of the (offset) features of the training batch:
+            ``bound <- (1 - m) bound + m P_j`` (m = ``recalib_momentum``),
+            measured with quantization on. This ties the ranges to the
+            distribution that L_V is shrinking (not in the paper; off by
+            default, see docs/odm_design.md).
+        recalib_momentum: m above, in (0, 1].
     """
 
     priority = 'HIGH'
 
     def __init__(self, ratio: float = 0.3, num_batches: int = 8,
                  shift: bool = True, scale: bool = True,
-                 percentile_j: float = 1.0) -> None:
+                 percentile_j: float = 1.0, recalib_interval: int = 0,
+                 recalib_momentum: float = 0.1) -> None:
         select_top_p([1.0], ratio)  # validates ratio
+        if not isinstance(recalib_interval, int) or recalib_interval < 0:
+            raise ValueError('OffsetHook.recalib_interval must be an int >= '
+                             f'0, got {recalib_interval!r}')
+        if not 0.0 < recalib_momentum <= 1.0:
+            raise ValueError('OffsetHook.recalib_momentum must be in (0, 1], '
+                             f'got {recalib_momentum}')
+        self.recalib_interval = recalib_interval
+        self.recalib_momentum = recalib_momentum
         if not isinstance(num_batches, int) or num_batches < 1:
             raise ValueError(f'OffsetHook.num_batches must be an int >= 1, '
                              f'got {num_batches!r}')
@@ -123,6 +140,36 @@ class OffsetHook(Hook):
             self._broadcast(convs, stats)
         self.stats = {n: s.to_dict() for n, s in stats.items()}
         self._log(self.stats)
+
+    def after_train_iter(self, runner, batch_idx: int, data_batch=None,
+                         outputs=None) -> None:
+        """Optional periodic pull of the bounds (``recalib_interval``)."""
+        if not self.recalib_interval or data_batch is None or \
+                not self.every_n_train_iters(runner, self.recalib_interval):
+            return
+        model = self._model(runner)
+        gen = model.generator
+        convs = [(n, m) for n, m in model.quant_layers() if m.method == 'odm']
+        was_training = gen.training
+        gen.eval()
+        try:
+            with torch.no_grad():
+                inputs = model.data_preprocessor(data_batch, True)['inputs']
+                with observe(convs, self.percentile_j, fp32=False) as obs:
+                    gen(inputs)
+        finally:
+            gen.train(was_training)
+        m = self.recalib_momentum
+        with torch.no_grad():
+            for name, conv in convs:
+                st = obs[name].stats()
+                lo = (1 - m) * conv.act_quantizer.lower + m * st.lower
+                up = (1 - m) * conv.act_quantizer.upper + m * st.upper
+                if get_world_size() > 1:
+                    broadcast(lo, src=0)
+                    broadcast(up, src=0)
+                conv.act_quantizer.lower.data.copy_(lo)
+                conv.act_quantizer.upper.data.copy_(up)
 
     @staticmethod
     @torch.no_grad()

@@ -24,7 +24,7 @@ that clones the output (EDSR adds the skip in place afterwards).
 from __future__ import annotations
 
 import copy
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, List, Optional, Tuple, Union
 
 import torch
 from mmengine.logging import print_log
@@ -36,6 +36,7 @@ from mmagic.registry import MODELS
 
 from .gate import LossParts
 from .layers import QuantConv
+from .losses import PAPER_LAMBDA_V, PAPER_SKT_WEIGHT_01
 from .swap import quant_convs, swap_convs
 
 __all__ = ['ODMEditModel', 'FEATURE_MODULES', 'load_fp32_generator']
@@ -99,6 +100,17 @@ def load_fp32_generator(generator: torch.nn.Module,
     generator.load_state_dict(state, strict=False)
 
 
+def _grab_feature(module: torch.nn.Module, _inputs, output: Tensor) -> None:
+    """Forward hook: keep a copy of the SKT feature while capturing.
+
+    A clone, because e.g. EDSR adds the long skip in place afterwards. The
+    flag lives on the module (no closure over the model), so deep copies of
+    the model capture into their own modules.
+    """
+    if getattr(module, 'odm_capture', False):
+        module.odm_feature = output.clone()
+
+
 @MODELS.register_module()
 class ODMEditModel(BaseEditModel):
     """Quantization-aware training of an mmagic SR generator (ODM / PAMS).
@@ -112,8 +124,12 @@ class ODMEditModel(BaseEditModel):
             ``percentile_j``, ``offset_bits``, ``std_mode``.
         fp32_checkpoint: Path/URL of the FP32 checkpoint (student init and
             teacher). Loaded in :meth:`init_weights`.
-        skt_loss: Config of ``SKTLoss`` or None (no teacher is kept).
-        var_loss: Config of ``VarianceRegLoss`` or None.
+        skt_loss: Config of ``SKTLoss``; ``'paper'`` (default) = weight
+            1000/255 (the paper's 1000 at [0, 1] pixels); None = no SKT and
+            no teacher.
+        var_loss: Config of ``VarianceRegLoss``; ``'paper'`` (default) =
+            lambda_V of Supplement S1 for the generator (1e-4 EDSR/SRResNet,
+            1e-5 RDN, 1e-4 otherwise); None = no L_V.
         feature_module: Module whose output feeds SKT (default per generator).
         train_cfg, test_cfg, init_cfg, data_preprocessor: as BaseEditModel.
     """
@@ -123,8 +139,8 @@ class ODMEditModel(BaseEditModel):
                  pixel_loss: dict,
                  quant_cfg: Optional[dict] = None,
                  fp32_checkpoint: Optional[str] = None,
-                 skt_loss: Optional[dict] = None,
-                 var_loss: Optional[dict] = None,
+                 skt_loss: Union[dict, str, None] = 'paper',
+                 var_loss: Union[dict, str, None] = 'paper',
                  feature_module: Optional[str] = None,
                  train_cfg: Optional[dict] = None,
                  test_cfg: Optional[dict] = None,
@@ -142,6 +158,15 @@ class ODMEditModel(BaseEditModel):
         self.fp32_checkpoint = fp32_checkpoint
         gen_name = type(self.generator).__name__
         self.feature_module = feature_module or FEATURE_MODULES.get(gen_name)
+        if skt_loss == 'paper':
+            skt_loss = dict(type='SKTLoss', loss_weight=PAPER_SKT_WEIGHT_01)
+        if var_loss == 'paper':
+            var_loss = dict(type='VarianceRegLoss',
+                            loss_weight=PAPER_LAMBDA_V.get(gen_name, 1e-4))
+        for key, val in (('skt_loss', skt_loss), ('var_loss', var_loss)):
+            if val is not None and not isinstance(val, dict):
+                raise ValueError(f"{key} must be a config dict, 'paper' or "
+                                 f'None, got {val!r}')
         self.skt_loss = MODELS.build(skt_loss) if skt_loss else None
         self.var_loss = MODELS.build(var_loss) if var_loss else None
         if self.skt_loss is not None and self.feature_module is None:
@@ -160,26 +185,18 @@ class ODMEditModel(BaseEditModel):
             quant_cfg.get('mode', 'body'), quant_cfg.get('exclude'), **qcfg)
         for _, m in quant_convs(self.generator):
             m.record_std = self.var_loss is not None
-        self._feats: Dict[str, Tensor] = {}
-        self._capture = False
         if self.skt_loss is not None:
-            self._hook(self.generator, 'student')
-            self._hook(self.teacher, 'teacher')
+            for net in (self.generator, self.teacher):
+                self._feature_module(net).register_forward_hook(_grab_feature)
 
     # ------------------------------------------------------------ internals
-    def _hook(self, net: torch.nn.Module, key: str) -> None:
+    def _feature_module(self, net: torch.nn.Module) -> torch.nn.Module:
         try:
-            module = net.get_submodule(self.feature_module)
+            return net.get_submodule(self.feature_module)
         except AttributeError as err:
             raise ValueError(
                 f'feature_module {self.feature_module!r} is not a module of '
                 f'{type(net).__name__}') from err
-
-        def grab(_m, _inp, out):
-            if self._capture:
-                self._feats[key] = out.clone()
-
-        module.register_forward_hook(grab)
 
     def train(self, mode: bool = True) -> 'ODMEditModel':
         """Set train/eval mode; the teacher always stays in eval mode."""
@@ -210,19 +227,27 @@ class ODMEditModel(BaseEditModel):
     def forward_train(self, inputs: Tensor, data_samples=None,
                       **kwargs) -> Dict[str, Tensor]:
         """L1, SKT (Eq. 9) and L_V (Eq. 3) of one batch."""
-        self._feats.clear()
-        self._capture = self.skt_loss is not None
-        try:
+        if self.skt_loss is None:
             sr = self.generator(inputs, **kwargs)
             losses = {'loss_pix': self.pixel_loss(sr, data_samples.gt_img)}
-            if self.skt_loss is not None:
+        else:
+            mods = [self._feature_module(n)
+                    for n in (self.generator, self.teacher)]
+            try:
+                for m in mods:
+                    m.odm_capture = True
+                sr = self.generator(inputs, **kwargs)
                 with torch.no_grad():
                     self.teacher(inputs, **kwargs)
-                losses['loss_skt'] = self.skt_loss(self._feats['student'],
-                                                   self._feats['teacher'])
-        finally:
-            self._capture = False
-            self._feats.clear()
+                losses = {
+                    'loss_pix': self.pixel_loss(sr, data_samples.gt_img),
+                    'loss_skt': self.skt_loss(mods[0].odm_feature,
+                                              mods[1].odm_feature)
+                }
+            finally:
+                for m in mods:
+                    m.odm_capture = False
+                    m.odm_feature = None
         if self.var_loss is not None:
             stds = []
             for _, m in quant_convs(self.generator):

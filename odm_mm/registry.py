@@ -15,3 +15,6 @@ MODELS.register_module(name='VarianceRegLoss', module=VarianceRegLoss,
 MODELS.register_module(name='SKTLoss', module=SKTLoss, force=True)
 
 from . import hooks, models, optim  # noqa: F401,E402
+from . import checkpoint  # noqa: F401,E402  (weights_only-safe globals)
+from . import datasets  # noqa: F401,E402  (SRFolderDataset)
+from . import transforms  # noqa: F401,E402  (ToUint8)

@@ -55,15 +55,19 @@ def test_merge_gradients_in_place():
     p1 = torch.nn.Parameter(torch.zeros(3))
     p2 = torch.nn.Parameter(torch.zeros(2))
     p3 = torch.nn.Parameter(torch.zeros(2))
+    p4 = torch.nn.Parameter(torch.zeros(2))
+    p4.grad = torch.tensor([1., -1.])
     p1.grad = torch.tensor([1., -1., 1.])
     p2.grad = None  # no L_R gradient: counts as cooperative
     p3.grad = torch.tensor([5., 5.])
-    c, n = merge_gradients([p1, p2, p3],
+    c, n = merge_gradients([p1, p2, p3, p4],
                            [torch.tensor([1., 1., -1.]),
-                            torch.tensor([2., -2.]), None])
+                            torch.tensor([2., -2.]), None,
+                            torch.zeros(2)])  # zeros: not counted
     assert (c, n) == (2, 5)
     assert_close(p1.grad, torch.tensor([2., -1., 1.]), atol=0, rtol=0)
     assert_close(p2.grad, torch.tensor([2., -2.]), atol=0, rtol=0)
     assert_close(p3.grad, torch.tensor([5., 5.]), atol=0, rtol=0)
+    assert_close(p4.grad, torch.tensor([1., -1.]), atol=0, rtol=0)
     parts = LossParts(torch.tensor(1.), torch.tensor(2.))
     assert float(parts.total()) == 3.0

@@ -1,0 +1,6 @@
+_base_ = ['./_base_/paper_edsr_x4.py']
+
+experiment_name = 'odm_edsr_x4_w3a3'
+work_dir = f'./work_dirs/{experiment_name}'
+# ODM edsr x4 W3A3 (paper Tables 1-3, S1).
+model = dict(quant_cfg=dict(w_bits=3, a_bits=3))

@@ -1,0 +1,6 @@
+_base_ = ['./_base_/paper_msrresnet_x4.py']
+
+experiment_name = 'odm_msrresnet_x4_w2a2'
+work_dir = f'./work_dirs/{experiment_name}'
+# ODM msrresnet x4 W2A2 (paper Tables 1-3, S1).
+model = dict(quant_cfg=dict(w_bits=2, a_bits=2))

@@ -1,0 +1,11 @@
+_base_ = ['../odm/_base_/paper_rdn_x2.py']
+
+experiment_name = 'pams_rdn_x2_w2a2'
+work_dir = f'./work_dirs/{experiment_name}'
+
+# PAMS baseline (Li et al. 2020) in the same framework: symmetric
+# learnable max-scale per layer, L1 + SKT, no L_V, no offsets.
+model = dict(quant_cfg=dict(w_bits=2, a_bits=2, method='pams'),
+             var_loss=None)
+optim_wrapper = _base_.odm_pams_optim_wrapper
+custom_hooks = _base_.odm_calib_hooks

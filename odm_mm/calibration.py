@@ -29,6 +29,7 @@ from typing import Callable, Dict, Iterable, Iterator, List, Tuple
 import torch
 from torch import Tensor, nn
 
+from .fullquant import SkipQuantizer
 from .layers import QuantConv
 from .quantizers import percentile_range
 
@@ -126,7 +127,10 @@ def observe(convs: List[Tuple[str, QuantConv]], percentile_j: float = 1.0,
 def calibrate(model: nn.Module, batches: Iterable,
               forward: Callable[[nn.Module, object], object] = None,
               percentile_j: float = 1.0) -> Dict[str, LayerStats]:
-    """Run ``batches`` through the FP32 model and measure every QuantConv.
+    """Run ``batches`` through the FP32 model and measure every quantizer.
+
+    Measures every QuantConv input and every skip connection quantized by
+    :func:`odm_mm.fullquant.quantize_skips`.
 
     Args:
         model: Network containing QuantConv layers.
@@ -138,7 +142,7 @@ def calibrate(model: nn.Module, batches: Iterable,
         ``{layer name: LayerStats}`` in module order.
     """
     convs = [(n, m) for n, m in model.named_modules()
-             if isinstance(m, QuantConv)]
+             if isinstance(m, (QuantConv, SkipQuantizer))]
     if not convs:
         raise ValueError('calibrate: the model has no QuantConv layer')
     forward = forward or (lambda mdl, b: mdl(b))
@@ -180,8 +184,16 @@ def apply_calibration(model: nn.Module, stats: Dict[str, LayerStats],
     """Initialise bounds and enable the selected offsets, in place.
 
     Also records the choice in ``stats`` (``shift``/``scale`` fields).
+    Skip-connection quantizers (:mod:`odm_mm.fullquant`) get their bounds
+    and take no part in the offset selection.
     """
-    names = list(stats)
+    skips = [n for n in stats
+             if isinstance(model.get_submodule(n), SkipQuantizer)]
+    if init_bounds:
+        for name in skips:
+            model.get_submodule(name).init_from_range(stats[name].lower,
+                                                      stats[name].upper)
+    names = [n for n in stats if n not in skips]
     sel_mu = select_top_p([stats[n].m_mu for n in names], ratio) if shift \
         else [False] * len(names)
     sel_sig = select_top_p([stats[n].m_sigma for n in names], ratio) \

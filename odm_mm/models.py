@@ -35,7 +35,9 @@ from mmagic.models.base_models import BaseEditModel
 from mmagic.registry import MODELS
 
 from .gate import LossParts
+from .fullquant import quantize_skips, skip_quantizers
 from .layers import QuantConv
+from .quantizers import check_bits
 from .losses import PAPER_LAMBDA_V, PAPER_SKT_WEIGHT_01
 from .swap import quant_convs, swap_convs
 
@@ -48,6 +50,7 @@ FEATURE_MODULES = {
 }
 QUANT_KEYS = ('w_bits', 'a_bits', 'method', 'percentile_j', 'offset_bits',
               'std_mode')
+OTHER_QUANT_KEYS = ('patterns', 'mode', 'exclude', 'skip_bits')
 
 
 def _generator_state(ckpt: Dict) -> Dict[str, Tensor]:
@@ -73,6 +76,8 @@ def load_fp32_generator(generator: torch.nn.Module,
     for name, m in quant_convs(generator):
         extra.update(f'{name}.{k}' for k in m.state_dict()
                      if k not in ('weight', 'bias'))
+    for name, m in skip_quantizers(generator):
+        extra.update(f'{name}.{k}' for k in m.state_dict())
     required = set(own) - extra
     missing = sorted(required - set(state))
     unexpected = sorted(set(state) - set(own))
@@ -121,7 +126,9 @@ class ODMEditModel(BaseEditModel):
         quant_cfg: ``w_bits``, ``a_bits`` (default 4/4), ``method``
             (``'odm'``/``'pams'``), ``patterns`` (regexes, default preset per
             generator), ``mode`` (``'body'``/``'full'``), ``exclude``,
-            ``percentile_j``, ``offset_bits``, ``std_mode``.
+            ``percentile_j``, ``offset_bits``, ``std_mode``, ``skip_bits``
+            (e.g. 8 with ``mode='full'``: fully quantized network of Table
+            S2, see :mod:`odm_mm.fullquant`).
         fp32_checkpoint: Path/URL of the FP32 checkpoint (student init and
             teacher). Loaded in :meth:`init_weights`.
         skt_loss: Config of ``SKTLoss``; ``'paper'`` (default) = weight
@@ -149,12 +156,10 @@ class ODMEditModel(BaseEditModel):
         super().__init__(generator, pixel_loss, train_cfg, test_cfg,
                          init_cfg, data_preprocessor)
         quant_cfg = dict(quant_cfg or {})
-        unknown = set(quant_cfg) - set(QUANT_KEYS) - {
-            'patterns', 'mode', 'exclude'}
+        unknown = set(quant_cfg) - set(QUANT_KEYS) - set(OTHER_QUANT_KEYS)
         if unknown:
             raise ValueError(f'quant_cfg has unknown keys {sorted(unknown)}; '
-                             f'allowed: {sorted(QUANT_KEYS)} + patterns, '
-                             'mode, exclude')
+                             f'allowed: {sorted(QUANT_KEYS + OTHER_QUANT_KEYS)}')
         self.fp32_checkpoint = fp32_checkpoint
         gen_name = type(self.generator).__name__
         self.feature_module = feature_module or FEATURE_MODULES.get(gen_name)
@@ -183,6 +188,11 @@ class ODMEditModel(BaseEditModel):
         self.quantized_layers: List[str] = swap_convs(
             self.generator, quant_cfg.get('patterns'),
             quant_cfg.get('mode', 'body'), quant_cfg.get('exclude'), **qcfg)
+        self.skip_layers: List[str] = []
+        if quant_cfg.get('skip_bits') is not None:
+            self.skip_layers = quantize_skips(
+                self.generator, check_bits(quant_cfg['skip_bits'],
+                                           'skip_bits'))
         for _, m in quant_convs(self.generator):
             m.record_std = self.var_loss is not None
         if self.skt_loss is not None:

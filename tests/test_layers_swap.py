@@ -143,3 +143,34 @@ def test_swap_patterns_full_and_errors():
     with pytest.raises(ValueError, match='No default swap patterns'):
         swap_convs(other)
     assert swap_convs(other, patterns='0') == ['0']
+
+
+def test_quantized_skip_connections_match_hand_written_block():
+    from odm_mm.calibration import apply_calibration, calibrate
+    from odm_mm.fullquant import quantize_skips, skip_quantizers
+    torch.manual_seed(0)
+    net = TinyEDSR()
+    Block.__name__ = 'ResidualBlockNoBN'
+    try:
+        names = quantize_skips(net, bits=8)
+    finally:
+        Block.__name__ = 'Block'
+    assert names == ['body.0', 'body.1']
+    assert 'body.0.skip_quantizer.lower' in net.state_dict()
+    x = torch.rand(2, 3, 6, 6)
+    stats = calibrate(net, [x])
+    assert set(stats) == {'body.0.skip_quantizer', 'body.1.skip_quantizer'}
+    apply_calibration(net, stats)
+    q = net.body[0].skip_quantizer
+    assert float(q.lower) == pytest.approx(stats['body.0.skip_quantizer'].lower)
+    h = torch.randn(2, 8, 6, 6)
+    blk = net.body[0]
+    r = blk.conv2(torch.relu(blk.conv1(h)))
+    ref = r + fake_quant(h, q.lower, q.upper, 8)
+    assert_close(blk(h), ref, atol=1e-6, rtol=0)
+    q.disable_quant()
+    assert_close(blk(h), r + h, atol=0, rtol=0)
+    assert [n for n, _ in skip_quantizers(net)] == [
+        'body.0.skip_quantizer', 'body.1.skip_quantizer']
+    with pytest.raises(ValueError, match='no residual block'):
+        quantize_skips(nn.Sequential(nn.Conv2d(1, 1, 1)))

@@ -39,7 +39,7 @@ class LossParts(NamedTuple):
 
 
 def gate(g_r: Tensor, g_v: Tensor,
-         mode: str = 'cooperative') -> Tuple[Tensor, int]:
+         mode: str = 'cooperative') -> Tuple[Tensor, Tensor]:
     """Combine one parameter's gradients.
 
     Args:
@@ -48,13 +48,14 @@ def gate(g_r: Tensor, g_v: Tensor,
         mode: ``'cooperative'`` (Eq. 5) or ``'plain'`` (Eq. 4).
 
     Returns:
-        ``(combined gradient, number of conflicting elements)``. The conflict
-        count is reported in both modes.
+        ``(combined gradient, number of conflicting elements)``; the count is
+        a 0-dim tensor on the gradients' device (no host synchronisation),
+        reported in both modes.
     """
     if mode not in MODES:
         raise ValueError(f'gate mode must be one of {MODES}, got {mode!r}')
     agree = (g_r * g_v) >= 0
-    conflicts = int(agree.numel() - int(agree.sum()))
+    conflicts = agree.numel() - agree.sum()
     if mode == 'plain':
         return g_r + g_v, conflicts
     return g_r + torch.where(agree, g_v, torch.zeros_like(g_v)), conflicts
@@ -65,27 +66,33 @@ def merge_gradients(params: Sequence[Tensor],
                     mode: str = 'cooperative') -> Tuple[int, int]:
     """Add the gated L_V gradients into ``p.grad`` in place.
 
+    All gradients are gated in one flat vector (a handful of kernels instead
+    of several per parameter), then copied back.
+
     Args:
         params: Parameters whose ``.grad`` holds the L_R gradient (or None).
         reg_grads: The L_V gradient per parameter (None where unused).
         mode: See :func:`gate`.
 
     Returns:
-        ``(conflicting elements, elements with a non-zero L_V gradient)``.
+        ``(conflicting elements, elements with a non-zero L_V gradient)``,
+        read from the device once.
     """
-    conflicts = total = 0
-    for p, g_v in zip(params, reg_grads):
-        if g_v is None:
-            continue
-        g_r = p.grad if p.grad is not None else torch.zeros_like(g_v)
-        merged, c = gate(g_r, g_v, mode)
-        conflicts += c
-        total += int(torch.count_nonzero(g_v))
+    pairs = [(p, g_v) for p, g_v in zip(params, reg_grads) if g_v is not None]
+    if not pairs:
+        return 0, 0
+    for p, g_v in pairs:
         if p.grad is None:
-            p.grad = merged
-        else:
-            p.grad.copy_(merged)
-    return conflicts, total
+            p.grad = torch.zeros_like(g_v)
+    flat_r = torch.cat([p.grad.reshape(-1) for p, _ in pairs])
+    flat_v = torch.cat([g_v.reshape(-1) for _, g_v in pairs])
+    merged, conflicts = gate(flat_r, flat_v, mode)
+    counts = torch.stack([conflicts, torch.count_nonzero(flat_v)]).tolist()
+    chunks = torch.split(merged, [g_v.numel() for _, g_v in pairs])
+    torch._foreach_copy_([p.grad for p, _ in pairs],
+                         [c.view_as(p.grad) for (p, _), c in zip(pairs,
+                                                                  chunks)])
+    return int(counts[0]), int(counts[1])
 
 
 def flatten_grads(grads: Sequence[Optional[Tensor]]) -> Tuple[Tensor, List]:

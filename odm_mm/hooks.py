@@ -27,6 +27,7 @@ from typing import Dict, List, Optional
 
 import numpy as np
 import torch
+from mmengine.dataset import InfiniteSampler
 from mmengine.dist import broadcast, get_world_size
 from mmengine.hooks import Hook
 from mmengine.logging import print_log
@@ -35,9 +36,25 @@ from mmengine.model import is_model_wrapper
 from mmagic.registry import HOOKS
 
 from .calibration import LayerStats, apply_calibration, calibrate, \
-    observe, offset_table, select_top_p
+    observe, offset_table
 
 __all__ = ['OffsetHook']
+
+
+def _restart_infinite_sampler(loader) -> None:
+    """Give an InfiniteSampler a fresh index generator after calibration.
+
+    mmengine's InfiniteSampler keeps ONE index generator per sampler; leaving
+    the ``for data in loader`` loop early closes it (at once without workers,
+    at the next garbage collection with workers), after which the train loop
+    stops with StopIteration. Restarting it also makes training see the
+    sampler's sequence from its beginning, as a resumed run does.
+    """
+    for sampler in (getattr(loader, 'sampler', None),
+                    getattr(getattr(loader, 'batch_sampler', None), 'sampler',
+                            None)):
+        if isinstance(sampler, InfiniteSampler):
+            sampler.indices = sampler._indices_of_rank()
 
 
 @HOOKS.register_module()
@@ -66,7 +83,10 @@ class OffsetHook(Hook):
                  shift: bool = True, scale: bool = True,
                  percentile_j: float = 1.0, recalib_interval: int = 0,
                  recalib_momentum: float = 0.1) -> None:
-        select_top_p([1.0], ratio)  # validates ratio
+        if isinstance(ratio, bool) or not isinstance(ratio, (int, float)) \
+                or not 0.0 < ratio <= 1.0:
+            raise ValueError('OffsetHook.ratio (offset ratio p of Eq. 7/8) '
+                             f'must be a number in (0, 1], got {ratio!r}')
         if not isinstance(recalib_interval, int) or recalib_interval < 0:
             raise ValueError('OffsetHook.recalib_interval must be an int >= '
                              f'0, got {recalib_interval!r}')
@@ -99,6 +119,7 @@ class OffsetHook(Hook):
             out.append(data['inputs'])
             if len(out) >= self.num_batches:
                 break
+        _restart_infinite_sampler(runner.train_dataloader)
         if not out:
             raise ValueError('OffsetHook: the train dataloader yielded no '
                              'batch for calibration')
@@ -179,6 +200,7 @@ class OffsetHook(Hook):
             for t in list(m.act_quantizer.parameters()) + [
                     m.shift, m.scale, m.shift_enabled, m.scale_enabled]:
                 broadcast(t.data, src=0)
+            m.sync_offset_flags()
             stats[name].shift = bool(m.shift_enabled)
             stats[name].scale = bool(m.scale_enabled)
 

@@ -43,7 +43,7 @@ import torch
 from torch import Tensor, nn
 
 from .quantizers import (ActQuantizer, PAMSActQuantizer, PAMSWeightQuantizer,
-                         WeightQuantizer, check_bits, fake_quant)
+                         WeightQuantizer, check_bits, round_ste)
 
 __all__ = ['QuantConv', 'quantize_offset', 'feature_std']
 
@@ -60,9 +60,12 @@ def quantize_offset(s: Tensor, bits: int) -> Tensor:
     if bits >= 32:
         return s
     lo, hi = s.detach().min(), s.detach().max()
-    if not bool(hi > lo):
-        return s
-    return fake_quant(s, lo, hi, bits)
+    levels = 2**bits - 1
+    width = hi - lo
+    # constant vector: step 1 gives Int(0) * 1 + lo = s exactly (no sync)
+    step = torch.where(width > 0, width / levels, torch.ones_like(width))
+    clipped = torch.minimum(torch.maximum(s, lo), hi)
+    return round_ste((clipped - lo) / step) * step + lo
 
 
 def feature_std(x: Tensor, mode: str = 'tensor') -> Tensor:
@@ -77,6 +80,10 @@ def feature_std(x: Tensor, mode: str = 'tensor') -> Tensor:
     if mode == 'sample':
         return x.flatten(1).std(dim=1).mean()
     raise ValueError(f"std mode must be one of {STD_MODES}, got {mode!r}")
+
+
+def _sync_flags_hook(module: 'QuantConv', _incompatible_keys) -> None:
+    module.sync_offset_flags()
 
 
 class QuantConv(nn.Conv2d):
@@ -138,6 +145,10 @@ class QuantConv(nn.Conv2d):
         self.scale = nn.Parameter(torch.ones(in_channels, **factory))
         self.register_buffer('shift_enabled', torch.tensor(False))
         self.register_buffer('scale_enabled', torch.tensor(False))
+        # python copies of the two flags: reading a CUDA buffer in forward
+        # would synchronise the device at every layer
+        self._flags = (False, False)
+        self.register_load_state_dict_post_hook(_sync_flags_hook)
         self.quant_enabled = True
         self.record_std = False
         self.feature_std: Optional[Tensor] = None
@@ -197,6 +208,12 @@ class QuantConv(nn.Conv2d):
         """Enable/disable the shift (Eq. 7) and scale (Eq. 8) offsets."""
         self.shift_enabled.fill_(bool(shift))
         self.scale_enabled.fill_(bool(scale))
+        self._flags = (bool(shift), bool(scale))
+
+    def sync_offset_flags(self) -> None:
+        """Refresh the python copies after the buffers changed in place
+        (``load_state_dict`` does this automatically)."""
+        self._flags = (bool(self.shift_enabled), bool(self.scale_enabled))
 
     def offsets_active(self) -> bool:
         """True if an enabled offset differs from the identity."""
@@ -207,9 +224,10 @@ class QuantConv(nn.Conv2d):
     def apply_offsets(self, x: Tensor) -> Tensor:
         """Eq. 7 then Eq. 8 on the channel dimension, where enabled."""
         bits = self.offset_bits if self.quant_enabled else 32
-        if bool(self.shift_enabled):
+        shift, scale = self._flags
+        if shift:
             x = x + quantize_offset(self.shift, bits).view(1, -1, 1, 1)
-        if bool(self.scale_enabled):
+        if scale:
             x = x * quantize_offset(self.scale, bits).view(1, -1, 1, 1)
         return x
 

@@ -29,7 +29,7 @@ __all__ = [
     'PAMSWeightQuantizer', 'check_bits'
 ]
 
-# torch.kthvalue works on any size; torch.quantile refuses inputs above 2**24
+# torch.topk works on any size; torch.quantile refuses inputs above 2**24
 # elements. Larger tensors are subsampled with a fixed stride (deterministic).
 _MAX_PERCENTILE_ELEMS = 1 << 24
 
@@ -89,7 +89,7 @@ def _clip(x: Tensor, lower: Tensor, upper: Tensor) -> Tensor:
 
 
 def percentile(x: Tensor, q: float) -> Tensor:
-    """The q-th percentile (0..100) of all elements of ``x`` via kthvalue.
+    """The q-th percentile (0..100) of all elements of ``x`` (k-th value).
 
     Uses the "nearest rank" definition ``k = ceil(q/100 * n)`` (clamped to
     [1, n]). Tensors with more than 2**24 elements are subsampled with a
@@ -104,7 +104,12 @@ def percentile(x: Tensor, q: float) -> Tensor:
         flat = flat[::stride]
         n = flat.numel()
     k = min(max(int(math.ceil(q / 100.0 * n)), 1), n)
-    return flat.float().kthvalue(k).values
+    flat = flat.float()
+    # k-th smallest; topk over the shorter tail is much faster than
+    # kthvalue on CUDA for the 1st/99th percentile, and returns the same value
+    if k <= n - k + 1:
+        return torch.topk(flat, k, largest=False, sorted=True).values[-1]
+    return torch.topk(flat, n - k + 1, largest=True, sorted=True).values[-1]
 
 
 def percentile_range(x: Tensor, j: float = 1.0) -> Tuple[Tensor, Tensor]:
@@ -114,13 +119,11 @@ def percentile_range(x: Tensor, j: float = 1.0) -> Tuple[Tensor, Tensor]:
 
 def _repair_range(lower: Tensor, upper: Tensor,
                   eps: float = 1e-6) -> Tuple[Tensor, Tensor]:
-    """Keep ``upper - lower >= eps`` (collapsed ranges give s = 0)."""
-    width = upper - lower
-    bad = width < eps
-    if bool(bad):
-        centre = (upper + lower) / 2
-        return centre - eps / 2, centre + eps / 2
-    return lower, upper
+    """Keep ``upper >= lower + eps`` (a collapsed range would give s = 0).
+
+    Pure tensor ops (no host synchronisation on GPU).
+    """
+    return lower, torch.maximum(upper, lower + eps)
 
 
 class ActQuantizer(nn.Module):

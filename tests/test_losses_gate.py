@@ -43,10 +43,10 @@ def test_gate_eq5_masking_and_conflicts():
     merged, c = gate(g_r, g_v, 'cooperative')
     assert_close(merged, torch.tensor([1.3, -2.0, 0.5, 0.7, -1.2]), atol=0,
                  rtol=0)
-    assert c == 2
+    assert int(c) == 2
     plain, c2 = gate(g_r, g_v, 'plain')
     assert_close(plain, g_r + g_v, atol=0, rtol=0)
-    assert c2 == 2
+    assert int(c2) == 2
     with pytest.raises(ValueError):
         gate(g_r, g_v, 'other')
 

@@ -27,7 +27,8 @@ mmcv_whl=$(PYTHON=$PY bash scripts/build_mmcv.sh)
 # mmagic without its declared dependencies (they pull numpy 2); the modules it
 # really imports are in requirements/runtime.txt.
 $PY -m pip install -q --no-deps "mmagic==1.2.0"
-$PY -m pip install -q "$mmcv_whl" -r requirements/runtime.txt -r requirements/tests.txt \
+$PY -m pip install -q "$mmcv_whl" -r requirements/runtime.txt -r requirements/deploy.txt \
+  -r requirements/tests.txt \
   -c requirements/torch.txt
 $PY -m pip install -q --no-deps --no-build-isolation -e .
 $PY -c "import mmagic.models, odm_mm; print('[setup_env] odm_mm', odm_mm.__version__, 'ready')"

@@ -167,7 +167,9 @@ def _np(t: Tensor) -> np.ndarray:
 
 
 def _pair(v: Any) -> list:
-    return [int(i) for i in v] if isinstance(v, (tuple, list)) else [int(v)] * 2
+    if isinstance(v, (tuple, list)):
+        return [int(i) for i in v]
+    return [int(v)] * 2
 
 
 def _weight_codes(layer: QuantConv) -> Dict[str, Any]:

@@ -39,8 +39,8 @@ from typing import Any, Dict, Iterable, Tuple
 import numpy as np
 
 __all__ = ['FORMAT_NAME', 'FORMAT_VERSION', 'MANIFEST', 'BLOB', 'pack_bits',
-           'unpack_bits', 'BlobWriter', 'write_artifact', 'read_artifact',
-           'artifact_nbytes']
+           'unpack_bits', 'BlobWriter', 'write_artifact', 'dumps_manifest',
+           'read_artifact', 'artifact_nbytes']
 
 FORMAT_NAME = 'odm_mm.deploy'
 FORMAT_VERSION = 1
@@ -139,10 +139,25 @@ def write_artifact(out_dir: str, manifest: Dict[str, Any],
     with open(os.path.join(out_dir, BLOB), 'wb') as f:
         f.write(blob)
     with open(os.path.join(out_dir, MANIFEST), 'w', encoding='utf-8') as f:
-        # One tensor per line keeps the manifest readable and small.
-        json.dump(manifest, f, indent=1, sort_keys=False)
-        f.write('\n')
+        f.write(dumps_manifest(manifest))
     return manifest
+
+
+def dumps_manifest(manifest: Dict[str, Any]) -> str:
+    """JSON text with one line per tensor / layer (readable and small)."""
+    def one(value: Any) -> str:
+        return json.dumps(value, separators=(',', ':'))
+
+    lines = []
+    for key, value in manifest.items():
+        if isinstance(value, dict) and value and all(
+                isinstance(v, dict) for v in value.values()):
+            inner = ',\n'.join(f'  {one(k)}: {one(v)}'
+                               for k, v in value.items())
+            lines.append(f' {one(key)}: {{\n{inner}\n }}')
+        else:
+            lines.append(f' {one(key)}: {one(value)}')
+    return '{\n' + ',\n'.join(lines) + '\n}\n'
 
 
 def _decode(entry: Dict[str, Any], data: bytes) -> np.ndarray:

@@ -2,8 +2,9 @@
 
 Glue (mmengine). Before the first training iteration the hook:
 
-1. takes ``num_batches`` batches of training patches from the train
-   dataloader (through the model's data preprocessor);
+1. takes ``num_batches`` batches of training patches from the training
+   dataset (a private fixed-seed loader; through the model's data
+   preprocessor);
 2. runs them through the FP32 network (quantization switched off) and
    measures every quantized layer (:func:`odm_mm.calibration.calibrate`):
    percentile bounds and Eq. 6 ``M_mu``/``M_sigma``;
@@ -75,6 +76,8 @@ class OffsetHook(Hook):
             distribution that L_V is shrinking (not in the paper; off by
             default, see docs/odm_design.md).
         recalib_momentum: m above, in (0, 1].
+        seed: Seed of the calibration batch draw (same on every rank, so
+            every rank measures the same patches up to augmentation).
     """
 
     priority = 'HIGH'
@@ -82,7 +85,7 @@ class OffsetHook(Hook):
     def __init__(self, ratio: float = 0.3, num_batches: int = 8,
                  shift: bool = True, scale: bool = True,
                  percentile_j: float = 1.0, recalib_interval: int = 0,
-                 recalib_momentum: float = 0.1) -> None:
+                 recalib_momentum: float = 0.1, seed: int = 0) -> None:
         if isinstance(ratio, bool) or not isinstance(ratio, (int, float)) \
                 or not 0.0 < ratio <= 1.0:
             raise ValueError('OffsetHook.ratio (offset ratio p of Eq. 7/8) '
@@ -93,6 +96,7 @@ class OffsetHook(Hook):
         if not 0.0 < recalib_momentum <= 1.0:
             raise ValueError('OffsetHook.recalib_momentum must be in (0, 1], '
                              f'got {recalib_momentum}')
+        self.seed = seed
         self.recalib_interval = recalib_interval
         self.recalib_momentum = recalib_momentum
         if not isinstance(num_batches, int) or num_batches < 1:
@@ -113,15 +117,28 @@ class OffsetHook(Hook):
         return model.module if is_model_wrapper(model) else model
 
     def _batches(self, runner, model) -> List[torch.Tensor]:
+        """``num_batches`` training batches from a private loader.
+
+        The train dataloader itself is not iterated: a second iterator over
+        its (infinite) sampler would disturb the training sample order, and a
+        resumed run, which skips calibration, must see the same order as an
+        uninterrupted one. The private loader draws from the same dataset
+        and pipeline with a fixed-seed shuffle, in the main process.
+        """
+        loader = runner.train_dataloader
+        gen = torch.Generator().manual_seed(self.seed)
+        private = torch.utils.data.DataLoader(
+            loader.dataset, batch_size=loader.batch_size, shuffle=True,
+            generator=gen, num_workers=0, collate_fn=loader.collate_fn,
+            drop_last=False)
         out = []
-        for data in runner.train_dataloader:
+        for data in private:
             data = model.data_preprocessor(data, True)
             out.append(data['inputs'])
             if len(out) >= self.num_batches:
                 break
-        _restart_infinite_sampler(runner.train_dataloader)
         if not out:
-            raise ValueError('OffsetHook: the train dataloader yielded no '
+            raise ValueError('OffsetHook: the training dataset yielded no '
                              'batch for calibration')
         return out
 

@@ -4,6 +4,7 @@ import copy
 import pytest
 import torch
 from mmengine.logging import MessageHub
+from mmengine.registry import DefaultScope
 from mmengine.optim import OptimWrapper
 from torch.testing import assert_close
 
@@ -32,12 +33,14 @@ def build(tmp_path=None, ckpt=None, **kw):
                data_preprocessor=dict(type='DataPreprocessor', mean=[0.] * 3,
                                       std=[255.] * 3))
     cfg.update(kw)
-    return MODELS.build(cfg)
+    with DefaultScope.overwrite_default_scope('mmagic'):
+        return MODELS.build(cfg)
 
 
 def fp32_ckpt(tmp_path, gen_cfg=GEN, seed=0):
     torch.manual_seed(seed)
-    gen = MODELS.build(copy.deepcopy(gen_cfg))
+    with DefaultScope.overwrite_default_scope('mmagic'):
+        gen = MODELS.build(copy.deepcopy(gen_cfg))
     path = tmp_path / 'fp32.pth'
     torch.save({'meta': {}, 'state_dict': {
         f'generator.{k}': v for k, v in gen.state_dict().items()}}, path)

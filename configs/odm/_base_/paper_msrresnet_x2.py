@@ -15,8 +15,6 @@ _base_ = [
 # (e.g. tools/train.py with this generator and the stock config) and
 # set model.fp32_checkpoint.
 scale = 2
-model = dict(generator=dict(upscale_factor=2),
-             test_cfg=dict(crop_border=2))
 train_pipeline = _base_.train_pipeline
 train_pipeline[2] = dict(type='SetValues', dictionary=dict(scale=2))
 train_dataloader = dict(dataset=dict(
@@ -26,6 +24,8 @@ train_dataloader = dict(dataset=dict(
 
 model = dict(
     type='ODMEditModel',
+    generator=dict(upscale_factor=2),
+    test_cfg=dict(crop_border=2),
     quant_cfg=dict(w_bits=4, a_bits=4, method='odm'),
     # The official mmagic FP32 checkpoint (downloaded by mmengine when
     # online); a local path works the same.

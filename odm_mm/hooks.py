@@ -29,7 +29,7 @@ from typing import Dict, List, Optional
 import numpy as np
 import torch
 from mmengine.dataset import InfiniteSampler
-from mmengine.dist import broadcast, get_world_size
+from mmengine.dist import broadcast, get_rank, get_world_size
 from mmengine.hooks import Hook
 from mmengine.logging import print_log
 from mmengine.model import is_model_wrapper
@@ -40,22 +40,6 @@ from .calibration import LayerStats, apply_calibration, calibrate, \
     observe, offset_table
 
 __all__ = ['OffsetHook']
-
-
-def _restart_infinite_sampler(loader) -> None:
-    """Give an InfiniteSampler a fresh index generator after calibration.
-
-    mmengine's InfiniteSampler keeps ONE index generator per sampler; leaving
-    the ``for data in loader`` loop early closes it (at once without workers,
-    at the next garbage collection with workers), after which the train loop
-    stops with StopIteration. Restarting it also makes training see the
-    sampler's sequence from its beginning, as a resumed run does.
-    """
-    for sampler in (getattr(loader, 'sampler', None),
-                    getattr(getattr(loader, 'batch_sampler', None), 'sampler',
-                            None)):
-        if isinstance(sampler, InfiniteSampler):
-            sampler.indices = sampler._indices_of_rank()
 
 
 @HOOKS.register_module()
@@ -76,8 +60,9 @@ class OffsetHook(Hook):
             distribution that L_V is shrinking (not in the paper; off by
             default, see docs/odm_design.md).
         recalib_momentum: m above, in (0, 1].
-        seed: Seed of the calibration batch draw (same on every rank, so
-            every rank measures the same patches up to augmentation).
+        seed: Seed of the calibration batch draw (``seed + rank``: under
+            DDP each rank measures its own patches, then rank 0's result is
+            broadcast).
     """
 
     priority = 'HIGH'
@@ -126,7 +111,7 @@ class OffsetHook(Hook):
         and pipeline with a fixed-seed shuffle, in the main process.
         """
         loader = runner.train_dataloader
-        gen = torch.Generator().manual_seed(self.seed)
+        gen = torch.Generator().manual_seed(self.seed + get_rank())
         private = torch.utils.data.DataLoader(
             loader.dataset, batch_size=loader.batch_size, shuffle=True,
             generator=gen, num_workers=0, collate_fn=loader.collate_fn,

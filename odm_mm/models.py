@@ -39,6 +39,7 @@ from .fullquant import quantize_skips, skip_quantizers
 from .layers import QuantConv
 from .quantizers import check_bits
 from .losses import PAPER_LAMBDA_V, PAPER_SKT_WEIGHT_01
+from .preflight import check_fp32_checkpoint_file
 from .swap import quant_convs, swap_convs
 
 __all__ = ['ODMEditModel', 'FEATURE_MODULES', 'load_fp32_generator']
@@ -224,6 +225,7 @@ class ODMEditModel(BaseEditModel):
                       'model.fp32_checkpoint, or load_from / --resume).',
                       logger='current', level=30)
             return
+        check_fp32_checkpoint_file(self.fp32_checkpoint, self.generator)
         ckpt = _load_checkpoint(self.fp32_checkpoint, map_location='cpu')
         state = _generator_state(ckpt)
         load_fp32_generator(self.generator, state, self.fp32_checkpoint)

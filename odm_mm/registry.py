@@ -18,3 +18,4 @@ from . import hooks, models, optim  # noqa: F401,E402
 from . import checkpoint  # noqa: F401,E402  (weights_only-safe globals)
 from . import datasets  # noqa: F401,E402  (SRFolderDataset)
 from . import transforms  # noqa: F401,E402  (ToUint8)
+from . import guards  # noqa: F401,E402  (NumericalGuardHook)

@@ -42,14 +42,18 @@ odm_pams_optim_wrapper = dict(
 # Algorithm 1: percentile bounds, Eq. 6 statistics, top-p offsets (p=0.3).
 odm_offset_hook = dict(type='OffsetHook', ratio=0.3, num_batches=8,
                        shift=True, scale=True)
+# NaN/Inf losses or weights stop training before they are checkpointed;
+# collapsed/inverted quantizer ranges are repaired (odm_mm/guards.py).
+odm_guard_hook = dict(type='NumericalGuardHook')
 odm_custom_hooks = [
-    dict(type='BasicVisualizationHook', interval=1), odm_offset_hook
+    dict(type='BasicVisualizationHook', interval=1), odm_offset_hook,
+    odm_guard_hook
 ]
 # Calibration only (PAMS, quantizer alone, var-reg ablations).
 odm_calib_hooks = [
     dict(type='BasicVisualizationHook', interval=1),
     dict(type='OffsetHook', ratio=0.3, num_batches=8, shift=False,
-         scale=False)
+         scale=False), odm_guard_hook
 ]
 
 # Unselected offsets receive no gradient; DDP must tolerate them.

@@ -1,0 +1,116 @@
+"""BenchRecorderHook: per-iteration step time, losses and conflict ratio.
+
+Glue (mmengine). The benchmark needs numbers the LoggerHook only prints as
+window averages: the time of every ``train_step`` (forward, backward and
+update, without data loading; ODM vs PAMS cost; also as process CPU time,
+which other jobs on a shared machine disturb much less), the Eq. 5
+conflict ratio of every update (Fig. 2, read from
+:attr:`~odm_mm.optim.CooperativeOptimWrapper.last_conflict_ratio`), the
+losses, and every ``bound_interval`` iterations the mean width of the
+activation ranges (do the learned bounds follow the features that L_V
+shrinks? The mean sigma of those features is
+``loss_var / lambda_V / layers``). It also keeps the metrics of the test
+epoch (mmagic's ``MultiTestLoop.run`` returns None). The training records
+are written to ``<work_dir>/<out_file>`` as JSON after training (and every
+``flush_interval`` iterations, so an interrupted run keeps them).
+"""
+from __future__ import annotations
+
+import json
+import os.path as osp
+import time
+from typing import Dict, List, Optional
+
+import torch
+from mmengine.hooks import Hook
+from mmengine.model import is_model_wrapper
+
+from mmagic.registry import HOOKS
+
+__all__ = ['BenchRecorderHook']
+
+
+@HOOKS.register_module()
+class BenchRecorderHook(Hook):
+    """Record step time, losses, conflict ratio and range widths.
+
+    Args:
+        out_file: JSON file name in the runner's work dir.
+        bound_interval: Record bound widths every this many iterations
+            (0: never).
+        flush_interval: Also write the JSON every this many iterations.
+    """
+
+    priority = 'VERY_HIGH'  # timer starts before and stops before others
+
+    def __init__(self, out_file: str = 'bench_log.json',
+                 bound_interval: int = 10, flush_interval: int = 100) -> None:
+        self.out_file = out_file
+        self.bound_interval = bound_interval
+        self.flush_interval = flush_interval
+        self.records: List[Dict] = []
+        self.test_metrics: Optional[Dict] = None
+        self._t0: Optional[float] = None
+        self._train_start: Optional[float] = None
+
+    @staticmethod
+    def _model(runner):
+        m = runner.model
+        return m.module if is_model_wrapper(m) else m
+
+    def before_train(self, runner) -> None:  # noqa: D102
+        path = osp.join(runner.work_dir, self.out_file)
+        if runner.iter > 0 and osp.isfile(path):  # resumed: keep the past
+            with open(path) as f:
+                self.records = [r for r in json.load(f)['iters']
+                                if r['iter'] <= runner.iter]
+        self._train_start = time.perf_counter()
+
+    def before_train_iter(self, runner, batch_idx: int,
+                          data_batch=None) -> None:  # noqa: D102
+        self._t0 = time.perf_counter()
+        self._c0 = time.process_time()
+
+    def after_train_iter(self, runner, batch_idx: int, data_batch=None,
+                         outputs=None) -> None:  # noqa: D102
+        rec: Dict = {'iter': runner.iter + 1,
+                     'step_s': time.perf_counter() - self._t0,
+                     'step_cpu_s': time.process_time() - self._c0}
+        for k, v in (outputs or {}).items():
+            if isinstance(v, torch.Tensor) and v.numel() == 1:
+                rec[k] = float(v.detach())
+        ratio = getattr(runner.optim_wrapper, 'last_conflict_ratio', None)
+        if ratio is not None:
+            rec['conflict_ratio'] = float(ratio)
+        if self.bound_interval and \
+                self.every_n_train_iters(runner, self.bound_interval):
+            rec.update(self._bounds(runner))
+        self.records.append(rec)
+        if self.flush_interval and \
+                self.every_n_train_iters(runner, self.flush_interval):
+            self._dump(runner)
+
+    def _bounds(self, runner) -> Dict[str, float]:
+        """Mean ODM range width and mean recorded feature std."""
+        model = self._model(runner)
+        layers = model.quant_layers() if hasattr(model, 'quant_layers') \
+            else []
+        widths = [float(m.act_quantizer.upper - m.act_quantizer.lower)
+                  for _, m in layers if m.method == 'odm']
+        widths += [2 * float(m.act_quantizer.alpha)
+                   for _, m in layers if m.method == 'pams']
+        return {'range_width': sum(widths) / len(widths)} if widths else {}
+
+    def after_train(self, runner) -> None:  # noqa: D102
+        self._dump(runner)
+
+    def after_test_epoch(self, runner, metrics=None) -> None:
+        """Keep the test metrics (mmagic's MultiTestLoop returns None)."""
+        self.test_metrics = dict(metrics or {})
+
+    def _dump(self, runner) -> None:
+        wall = time.perf_counter() - self._train_start \
+            if self._train_start else None
+        with open(osp.join(runner.work_dir, self.out_file), 'w') as f:
+            json.dump({'wall_s_this_session': wall, 'iters': self.records},
+                      f)

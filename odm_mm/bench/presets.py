@@ -1,0 +1,226 @@
+"""Benchmark presets and the methods compared (paper Tables 1 and 5).
+
+A :class:`Preset` fixes everything a benchmark run depends on: the data, the
+FP32 generator, both training schedules, the seed and which
+``(method, bits)`` runs are trained. Every QAT run of a preset starts from the
+same FP32 checkpoint and sees the same patches in the same order (same seed,
+same pipeline), so differences between runs come from the method alone.
+
+Methods (:data:`METHODS`) map onto ODMEditModel / optimizer / hook options:
+
+=============  =========  ======  ===================  =======
+key            quantizer  L_V     update               offsets
+=============  =========  ======  ===================  =======
+``pams``       PAMS       -       Adam (OptimWrapper)  -
+``odm_q``      ODM Eq. 1  -       Adam                 -
+``var_plain``  ODM Eq. 1  yes     Eq. 4 (plain sum)    -
+``var_coop``   ODM Eq. 1  yes     Eq. 5 (cooperative)  -
+``offsets``    ODM Eq. 1  -       Adam                 Eq. 7/8
+``odm``        ODM Eq. 1  yes     Eq. 5                Eq. 7/8
+=============  =========  ======  ===================  =======
+
+All of them use L1 + SKT (PAMS and ODM both train with SKT, Eq. 9).
+``var_plain``/``var_coop``/``offsets``/``odm`` are Table 5's rows (a), (b),
+(c) and EDSR-ODM; ``odm_q`` isolates the quantizer change from PAMS.
+"""
+from __future__ import annotations
+
+import copy
+from dataclasses import asdict, dataclass, field
+from typing import Dict, List, Optional, Tuple
+
+__all__ = ['Method', 'METHODS', 'Preset', 'PRESETS', 'get_preset',
+           'run_name']
+
+
+@dataclass(frozen=True)
+class Method:
+    """One QAT recipe.
+
+    Attributes:
+        key: Short name used in run names and the JSON.
+        label: Row label in the tables.
+        quant: ``'pams'`` or ``'odm'`` (QuantConv ``method``).
+        var_loss: Use L_V (Eq. 3).
+        mode: ``'cooperative'`` (Eq. 5) or ``'plain'`` (Eq. 4) when
+            ``var_loss``; None means the plain mmengine ``OptimWrapper``.
+        offsets: Enable the Eq. 7/8 distribution offsets (top-p layers).
+        ablation: Table 5 marker, e.g. ``'(a)'``.
+    """
+    key: str
+    label: str
+    quant: str
+    var_loss: bool = False
+    mode: Optional[str] = None
+    offsets: bool = False
+    ablation: str = ''
+
+
+METHODS: Dict[str, Method] = {m.key: m for m in [
+    Method('pams', 'EDSR-PAMS', 'pams'),
+    Method('odm_q', 'ODM quantizer only', 'odm'),
+    Method('var_plain', 'Var. reg. (Eq. 4)', 'odm', True, 'plain',
+           ablation='(a)'),
+    Method('var_coop', 'Coop. var. reg. (Eq. 5)', 'odm', True,
+           'cooperative', ablation='(b)'),
+    Method('offsets', 'Dist. offsets', 'odm', offsets=True, ablation='(c)'),
+    Method('odm', 'EDSR-ODM', 'odm', True, 'cooperative', True),
+]}
+
+ABLATION = ['pams', 'var_plain', 'var_coop', 'offsets', 'odm']
+
+
+def run_name(method: str, bits: int, tag: str = '') -> str:
+    """``'<method>_w<b>a<b>[_<tag>]'``."""
+    return f'{method}_w{bits}a{bits}' + (f'_{tag}' if tag else '')
+
+
+@dataclass
+class Preset:
+    """Everything one benchmark protocol depends on.
+
+    Attributes:
+        name: Preset name (``--preset``).
+        description: One line for the report.
+        data: ``'folders'`` (T91 + benchmark sets below the data root),
+            ``'div2k'`` (mmagic DIV2K sub-images + benchmark sets) or
+            ``'skimage'`` (photographs bundled with scikit-image).
+        fp32_base: FP32 config (repo-relative) that stage 1 trains.
+        qat_bases: ODM config(s) of stage 2 (several are merged in order).
+        fp32_from_config: Quantize the ``model.fp32_checkpoint`` of the ODM
+            config (the official EDSR weights for ``paper``) instead of
+            training stage 1 (``--fp32-checkpoint`` overrides both).
+        mid_channels, num_blocks: EDSRNet size.
+        scale: Upscaling factor (the configs are x4).
+        fp32_iters, fp32_batch, fp32_lr: Stage 1 schedule (MultiStepLR,
+            halved at ``fp32_milestones`` fractions of the run).
+        qat_iters, qat_batch, qat_lr: Stage 2 schedule (halved at
+            ``qat_milestones`` fractions, paper: every quarter).
+        range_lr_mult: lr multiplier of quantizer bounds and offsets.
+        lambda_v: Weight of L_V.
+        recalib_interval, recalib_momentum: OffsetHook options.
+        gt_patch: HR training patch size (px).
+        runs: ``[(method key, bits), ...]`` of stage 2.
+        sweep: Extra runs ``(method, bits, tag, overrides)`` (co-adaptation
+            sweep; overrides are Preset field values).
+        test_sets: Benchmark sets of stage 3.
+        calib_batches: OffsetHook calibration batches.
+        num_workers: Train dataloader workers.
+        log_interval: LoggerHook interval (iterations).
+        seed: Seed of every run.
+        budget_min: Wall-time budget the preset is sized for (report only).
+        sample: ``(test set, image name)`` shown side by side.
+        skimage_train, skimage_test, skimage_crop: scikit-image photographs
+            of the ``'skimage'`` data (empty: the defaults of
+            :mod:`odm_mm.bench.data`) and an optional centre crop.
+        train_repeat: Repeat the training set this many times per epoch
+            (mmengine ``RepeatDataset``; for sets smaller than a batch).
+    """
+    name: str
+    description: str
+    data: str = 'folders'
+    fp32_base: str = 'configs/fp32/edsr_x4_t91.py'
+    qat_bases: Tuple[str, ...] = ('configs/odm/local/edsr_x4_w2a2_t91.py',)
+    fp32_from_config: bool = False
+    mid_channels: int = 32
+    num_blocks: int = 8
+    scale: int = 4
+    fp32_iters: int = 3000
+    fp32_batch: int = 16
+    fp32_lr: float = 1e-3
+    fp32_milestones: Tuple[float, ...] = (0.6, 0.85)
+    qat_iters: int = 500
+    qat_batch: int = 8
+    qat_lr: float = 1e-4
+    qat_milestones: Tuple[float, ...] = (0.25, 0.5, 0.75)
+    range_lr_mult: float = 100.0
+    lambda_v: float = 1e-4
+    recalib_interval: int = 0
+    recalib_momentum: float = 0.1
+    gt_patch: int = 96
+    runs: List[Tuple[str, int]] = field(default_factory=list)
+    sweep: List[Tuple[str, int, str, dict]] = field(default_factory=list)
+    test_sets: Tuple[str, ...] = ('Set5', 'Set14', 'B100')
+    calib_batches: int = 8
+    num_workers: int = 0
+    log_interval: int = 50
+    seed: int = 0
+    budget_min: Optional[float] = None
+    sample: Tuple[str, str] = ('Set14', 'zebra')
+    skimage_train: Tuple[str, ...] = ()
+    skimage_test: Tuple[str, ...] = ()
+    skimage_crop: Optional[int] = None
+    train_repeat: int = 1
+
+    def to_dict(self) -> dict:
+        """JSON-friendly dict of every field."""
+        return asdict(self)
+
+    def with_overrides(self, **kw) -> 'Preset':
+        """A copy with some fields replaced (unknown names raise)."""
+        unknown = set(kw) - set(self.to_dict())
+        if unknown:
+            raise KeyError(f'unknown preset fields {sorted(unknown)}')
+        new = copy.deepcopy(self)
+        for k, v in kw.items():
+            setattr(new, k, v)
+        return new
+
+
+def _all(bits: int, methods: List[str]) -> List[Tuple[str, int]]:
+    return [(m, bits) for m in methods]
+
+
+# Table 5 at W2A2 (+ the quantizer alone), PAMS vs ODM at W4A4.
+_QUICK_RUNS = (_all(2, ['pams', 'odm_q', 'var_plain', 'var_coop', 'offsets',
+                        'odm'])
+               + _all(4, ['pams', 'odm']))
+
+PRESETS: Dict[str, Preset] = {
+    'smoke': Preset(
+        name='smoke', data='skimage',
+        description='seconds-long plumbing check (tests): tiny EDSR, a few '
+        'iterations on scikit-image crops',
+        mid_channels=8, num_blocks=2, fp32_iters=6, fp32_batch=2,
+        qat_iters=3, qat_batch=2, gt_patch=32, calib_batches=1,
+        runs=[('pams', 2), ('odm', 2), ('odm', 4)], test_sets=('skimage',),
+        log_interval=1, budget_min=1, sample=('skimage', 'chelsea'),
+        skimage_train=('astronaut', 'coffee'), skimage_test=('chelsea',),
+        skimage_crop=64),
+    'demo': Preset(
+        name='demo', data='skimage',
+        description='embedded demo: EDSR 32ch/8 blocks on photographs '
+        'bundled with scikit-image (train/test split by image)',
+        fp32_iters=1000, fp32_batch=16, qat_iters=100, qat_batch=8,
+        gt_patch=64, runs=[('pams', 4), ('odm', 4), ('pams', 2), ('odm', 2)],
+        test_sets=('skimage',), log_interval=20, budget_min=15,
+        sample=('skimage', 'chelsea'), train_repeat=50),
+    'quick': Preset(
+        name='quick',
+        description='reduced scale for 2 CPU cores: EDSR 32ch/8 blocks, '
+        'T91 64 px patches (FP32 600 it x 16, QAT 200 it x 8), '
+        'Set5/Set14/B100',
+        fp32_iters=600, fp32_batch=16, qat_iters=200, qat_batch=8,
+        gt_patch=64, runs=_QUICK_RUNS, budget_min=45),
+    'paper': Preset(
+        name='paper', data='div2k',
+        description="the paper's recipe for a GPU: EDSR-baseline "
+        '(64ch/16 blocks) on DIV2K, QAT 60k iterations (60 x 1000), batch 8',
+        fp32_base='configs/fp32/edsr_x4_div2k.py',
+        qat_bases=('configs/odm/edsr_x4_w2a2.py',), fp32_from_config=True,
+        mid_channels=64, num_blocks=16, fp32_iters=300000, fp32_batch=16,
+        fp32_lr=1e-4, fp32_milestones=(2 / 3,), qat_iters=60000,
+        qat_batch=8, gt_patch=192, num_workers=8, log_interval=100,
+        runs=(_all(4, ['pams', 'odm']) + _all(3, ['pams', 'odm'])
+              + _all(2, ['pams', 'var_plain', 'var_coop', 'offsets',
+                         'odm'])),
+        test_sets=('Set5', 'Set14', 'B100', 'Urban100')),
+}
+
+
+def get_preset(name: str) -> Preset:
+    """A fresh copy of the named preset."""
+    if name not in PRESETS:
+        raise KeyError(f'unknown preset {name!r}; choose from '
+                       f'{sorted(PRESETS)}')
+    return copy.deepcopy(PRESETS[name])

@@ -1,0 +1,91 @@
+"""Targets of the reduced-scale reproduction and their checks.
+
+Each target compares two entries of the benchmark ``results`` (runs by
+name, ``'fp32'``) on every test set (PSNR) or by train-step time.
+"""
+from __future__ import annotations
+
+from typing import Dict, List, Optional
+
+__all__ = ['TARGETS', 'check_targets', 'targets_md']
+
+#: (id, description, kind, a, b, threshold): ``a - b >= threshold`` for
+#: kind 'gain', ``b - a <= threshold`` for 'gap', ``a / b <= threshold`` for
+#: 'ratio' (median step time).
+TARGETS = [
+    ('T1', 'ODM W2A2 >= PAMS W2A2 + 1.0 dB', 'gain', 'odm_w2a2',
+     'pams_w2a2', 1.0),
+    ('T2', 'ODM W2A2 >= ODM quantizer alone W2A2 + 0.2 dB', 'gain',
+     'odm_w2a2', 'odm_q_w2a2', 0.2),
+    ('T3', 'ODM W4A4 within 0.05 dB of FP32', 'gap', 'odm_w4a4', 'fp32',
+     0.05),
+    ('T4', 'ODM step time <= 1.5 x PAMS (W2A2; judged on CPU time when '
+     'recorded)', 'ratio', 'odm_w2a2',
+     'pams_w2a2', 1.5),
+]
+
+
+def _entry(results: Dict, name: str) -> Optional[Dict]:
+    if name == 'fp32':
+        return results.get('fp32')
+    if name == 'bicubic':
+        return {'metrics': results.get('bicubic', {})}
+    return results.get('runs', {}).get(name)
+
+
+def _sets(results: Dict) -> List[str]:
+    return list(results['preset']['test_sets'])
+
+
+def check_targets(results: Dict) -> List[Dict]:
+    """Evaluate :data:`TARGETS` on every test set (missing runs skipped)."""
+    out = []
+    for tid, text, kind, a, b, thr in TARGETS:
+        ea, eb = _entry(results, a), _entry(results, b)
+        if ea is None or eb is None:
+            continue
+        if kind == 'ratio':
+            per = {}
+            speed = results.get('step_times', {})
+            for key, lab in (('step_s_median', 'wall'),
+                             ('step_cpu_s_median', 'CPU')):
+                sa = speed.get(a, ea['train']).get(key)
+                sb = speed.get(b, eb['train']).get(key)
+                if sa and sb:
+                    per[lab] = sa / sb
+            if per:
+                out.append(dict(id=tid, target=text, per_set=per,
+                                passed=per.get('CPU', per.get('wall')) <=
+                                thr))
+            continue
+        per = {}
+        for s in _sets(results):
+            pa = ea['metrics'].get(s, {}).get('psnr')
+            pb = eb['metrics'].get(s, {}).get('psnr')
+            if pa is None or pb is None:
+                continue
+            per[s] = pa - pb
+        ok = {s: (v >= thr if kind == 'gain' else -v <= thr)
+              for s, v in per.items()}
+        out.append(dict(id=tid, target=text, per_set=per, passed_per_set=ok,
+                        passed=all(ok.values()) if ok else False))
+    return out
+
+
+def _pct(v: float) -> str:
+    return f'{v:+.3f}'
+
+
+def targets_md(checks: List[Dict]) -> str:
+    """Markdown list of the target checks."""
+    lines = []
+    for c in checks:
+        per = ', '.join(f'{s}: {v:.2f}x' if s in ('wall', 'CPU') else
+                        f'{s}: {_pct(v)}' for s, v in c['per_set'].items())
+        state = 'met' if c['passed'] else 'MISSED'
+        if not c['passed'] and c.get('passed_per_set'):
+            ok = [s for s, p in c['passed_per_set'].items() if p]
+            if ok:
+                state = f'met on {", ".join(ok)} only'
+        lines.append(f'* **{c["id"]}** {c["target"]}: {per} -> **{state}**')
+    return '\n'.join(lines)

@@ -1,0 +1,115 @@
+"""Reproduce the paper's EDSR claims at a chosen scale, end to end.
+
+Stages (each one an mmengine Runner built from the repo's configs; see
+``odm_mm/bench``):
+
+1. train ONE FP32 EDSR x4 (``--preset``: size, data, iterations), or test a
+   given checkpoint (``--fp32-checkpoint``);
+2. from that checkpoint, QAT with the same iterations, seed and data for
+   PAMS, the ODM quantizer alone, Table 5's ablations (a) (b) (c) and full
+   ODM at the preset's bit-widths (``--sweep`` adds the range co-adaptation
+   sweep);
+3. test each on the preset's sets (mmagic PSNR/SSIM on Y, border = scale),
+   count storage and BitOPs (1920 x 1080 output).
+
+Writes ``<work-dir>/results.json`` and, for ``quick``/``paper`` (or with
+``--docs-dir``), ``benchmarks.md``, ``benchmarks.json`` and the figures.
+A restarted run skips finished runs and resumes an interrupted one.
+
+Examples::
+
+    python tools/benchmark.py --preset quick            # ~45 min, 2 CPUs
+    python tools/benchmark.py --preset quick --sweep --only odm_w2a2_rlr10
+    python tools/benchmark.py --preset paper --data-root /data/sr \
+        --fp32-checkpoint edsr_x4c64b16_1xb16-300k_div2k.pth   # GPU
+    python tools/benchmark.py --preset quick --report-only
+"""
+from __future__ import annotations
+
+import argparse
+import ast
+import os
+import os.path as osp
+import sys
+from typing import List, Optional, Sequence
+
+sys.path.insert(0, osp.abspath(osp.join(osp.dirname(__file__), '..')))
+
+from odm_mm.bench.presets import PRESETS, get_preset  # noqa: E402
+
+REPO = osp.abspath(osp.join(osp.dirname(__file__), '..'))
+
+
+def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
+    """Command line of the benchmark."""
+    p = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+    p.add_argument('--preset', default='quick', choices=sorted(PRESETS))
+    p.add_argument('--work-dir', default=None,
+                   help='default: work_dirs/bench_<preset>')
+    p.add_argument('--data-root', default=None,
+                   help='SR data root (default $ODM_DATA_ROOT or '
+                   '../shared/data)')
+    p.add_argument('--fp32-checkpoint', default=None,
+                   help='quantize this FP32 checkpoint (skips stage 1)')
+    p.add_argument('--only', nargs='+', default=None,
+                   help='run names to run, e.g. odm_w2a2 pams_w2a2')
+    p.add_argument('--sweep', action='store_true',
+                   help='also run the range co-adaptation sweep')
+    p.add_argument('--set', nargs='+', default=[], metavar='FIELD=VALUE',
+                   help='override preset fields, e.g. qat_iters=100')
+    p.add_argument('--docs-dir', default=None,
+                   help='where benchmarks.md/json and figures/ go (default '
+                   'docs/ for quick and paper, else <work-dir>/report)')
+    p.add_argument('--notes', default=None,
+                   help='Markdown file appended as "Notes on this run" '
+                   '(default <docs-dir>/benchmarks_notes.md if present)')
+    p.add_argument('--report-only', action='store_true',
+                   help='only rewrite the report from results.json')
+    return p.parse_args(argv)
+
+
+def parse_overrides(items: List[str]) -> dict:
+    """``['a=1', 'b=(1, 2)']`` -> ``{'a': 1, 'b': (1, 2)}``."""
+    out = {}
+    for item in items:
+        key, _, val = item.partition('=')
+        if not _:
+            raise SystemExit(f'--set expects FIELD=VALUE, got {item!r}')
+        try:
+            out[key] = ast.literal_eval(val)
+        except (ValueError, SyntaxError):
+            out[key] = val
+    return out
+
+
+def main(argv: Optional[Sequence[str]] = None) -> dict:
+    """Run the benchmark; returns the results dict."""
+    args = parse_args(argv)
+    preset = get_preset(args.preset)
+    if args.set:
+        preset = preset.with_overrides(**parse_overrides(args.set))
+    work_dir = args.work_dir or osp.join('work_dirs', f'bench_{preset.name}')
+    docs_dir = args.docs_dir or (
+        osp.join(REPO, 'docs') if preset.name in ('quick', 'paper') else
+        osp.join(work_dir, 'report'))
+    from odm_mm.bench.benchmark import Benchmark
+    from odm_mm.bench.pipeline import load_json
+    from odm_mm.bench.report import console_table, write_report
+    if args.report_only:
+        results = load_json(osp.join(work_dir, 'results.json'))
+    else:
+        results = Benchmark(preset, work_dir, args.data_root,
+                            args.fp32_checkpoint, args.only,
+                            args.sweep).run()
+    notes_path = args.notes or osp.join(docs_dir, 'benchmarks_notes.md')
+    notes = open(notes_path).read() if osp.isfile(notes_path) else None
+    out = write_report(results, docs_dir, notes=notes, repo_root=REPO)
+    print(console_table(results))
+    for key, path in out.items():
+        print(f'{key}: {osp.relpath(path)}')
+    return results
+
+
+if __name__ == '__main__':
+    os.environ.setdefault('PYTHONUNBUFFERED', '1')
+    main()

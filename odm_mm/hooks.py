@@ -28,7 +28,6 @@ from typing import Dict, List, Optional
 
 import numpy as np
 import torch
-from mmengine.dataset import InfiniteSampler
 from mmengine.dist import broadcast, get_rank, get_world_size
 from mmengine.hooks import Hook
 from mmengine.logging import print_log
@@ -129,17 +128,11 @@ class OffsetHook(Hook):
 
     def before_train(self, runner) -> None:
         """Calibrate once (skipped when restored from a checkpoint)."""
-        from .optim import CooperativeOptimWrapper
         model = self._model(runner)
         if not hasattr(model, 'quant_layers'):
             raise TypeError('OffsetHook needs model.type=ODMEditModel, got '
                             f'{type(model).__name__}')
-        if getattr(model, 'var_loss', None) is not None and not isinstance(
-                runner.optim_wrapper, CooperativeOptimWrapper):
-            raise TypeError(
-                'ODM with var_loss needs optim_wrapper.type='
-                "'CooperativeOptimWrapper'; got "
-                f'{type(runner.optim_wrapper).__name__}')
+        model.check_optim_wrapper(runner.optim_wrapper)
         convs = model.quant_layers()
         if all(bool(m.act_quantizer.initialized) for _, m in convs):
             print_log('OffsetHook: quantizer ranges and offsets restored from '

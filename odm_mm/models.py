@@ -280,8 +280,12 @@ class ODMEditModel(BaseEditModel):
                     if 'loss' in k and k != 'loss_var')
         return LossParts(recon, reg), log_vars
 
-    def train_step(self, data, optim_wrapper) -> Dict[str, Tensor]:
-        """BaseModel.train_step, after checking the wrapper can take L_V."""
+    def check_optim_wrapper(self, optim_wrapper) -> None:
+        """Raise if ``optim_wrapper`` cannot take L_R and L_V separately.
+
+        Called by :meth:`train_step` and, for the DDP path that bypasses it,
+        by :class:`~odm_mm.hooks.OffsetHook` before training.
+        """
         from .optim import CooperativeOptimWrapper
         if self.var_loss is not None and not isinstance(
                 optim_wrapper, CooperativeOptimWrapper):
@@ -289,6 +293,10 @@ class ODMEditModel(BaseEditModel):
                 'ODMEditModel with var_loss needs optim_wrapper.type='
                 "'CooperativeOptimWrapper' (mode='cooperative' for Eq. 5, "
                 f"'plain' for Eq. 4); got {type(optim_wrapper).__name__}")
+
+    def train_step(self, data, optim_wrapper) -> Dict[str, Tensor]:
+        """BaseModel.train_step, after checking the wrapper can take L_V."""
+        self.check_optim_wrapper(optim_wrapper)
         return super().train_step(data, optim_wrapper)
 
     def quant_layers(self) -> List[Tuple[str, QuantConv]]:

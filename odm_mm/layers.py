@@ -43,7 +43,7 @@ import torch
 from torch import Tensor, nn
 
 from .quantizers import (ActQuantizer, PAMSActQuantizer, PAMSWeightQuantizer,
-                         WeightQuantizer, check_bits, round_ste)
+                         WeightQuantizer, check_bits, fake_quant)
 
 __all__ = ['QuantConv', 'quantize_offset', 'feature_std']
 
@@ -60,12 +60,10 @@ def quantize_offset(s: Tensor, bits: int) -> Tensor:
     if bits >= 32:
         return s
     lo, hi = s.detach().min(), s.detach().max()
-    levels = 2**bits - 1
-    width = hi - lo
-    # constant vector: step 1 gives Int(0) * 1 + lo = s exactly (no sync)
-    step = torch.where(width > 0, width / levels, torch.ones_like(width))
-    clipped = torch.minimum(torch.maximum(s, lo), hi)
-    return round_ste((clipped - lo) / step) * step + lo
+    # constant vector: widen the range to step 1, so that Eq. 1 gives
+    # Int(0) * 1 + lo = s exactly (tensor ops only, no host sync)
+    hi = torch.where(hi > lo, hi, lo + (2**bits - 1))
+    return fake_quant(s, lo, hi, bits)
 
 
 def feature_std(x: Tensor, mode: str = 'tensor') -> Tensor:

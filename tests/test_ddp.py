@@ -8,7 +8,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 from torch.testing import assert_close
 
-from test_odm_model import batch, build, calibrated, fp32_ckpt
+from test_odm_model import batch, fp32_ckpt, sample_std_model, sgd_wrapper
 
 
 def _free_port():
@@ -24,21 +24,13 @@ def _worker(rank, world, port, ckpt, out):
     dist.init_process_group('gloo', rank=rank, world_size=world)
     try:
         torch.set_num_threads(1)
-        from mmagic.registry import OPTIM_WRAPPERS
         from mmengine.logging import MessageHub
         from mmengine.model import MMDistributedDataParallel
-        model = build(ckpt=ckpt, quant_cfg=dict(w_bits=2, a_bits=2,
-                                                std_mode='sample'))
-        model.init_weights()
         data = batch(4)
-        calibrated(model, data)
-        model.train()
+        model = sample_std_model(ckpt, data)
         ddp = MMDistributedDataParallel(module=model,
                                         find_unused_parameters=True)
-        wrapper = OPTIM_WRAPPERS.build(dict(
-            type='CooperativeOptimWrapper',
-            optimizer=torch.optim.SGD(
-                [p for p in model.parameters() if p.requires_grad], lr=0.5)))
+        wrapper = sgd_wrapper(model)
         half = dict(inputs=data['inputs'][2 * rank:2 * rank + 2],
                     data_samples=data['data_samples'][2 * rank:2 * rank + 2])
         ddp.train_step(half, wrapper)
@@ -57,17 +49,9 @@ def test_cooperative_step_ddp_equals_single_process(tmp_path):
     mp.spawn(_worker, args=(2, _free_port(), ckpt, str(tmp_path)), nprocs=2,
              join=True)
     # single process, full batch
-    from mmagic.registry import OPTIM_WRAPPERS
-    model = build(ckpt=ckpt, quant_cfg=dict(w_bits=2, a_bits=2,
-                                            std_mode='sample'))
-    model.init_weights()
     data = batch(4)
-    calibrated(model, data)
-    model.train()
-    wrapper = OPTIM_WRAPPERS.build(dict(
-        type='CooperativeOptimWrapper',
-        optimizer=torch.optim.SGD(
-            [p for p in model.parameters() if p.requires_grad], lr=0.5)))
+    model = sample_std_model(ckpt, data)
+    wrapper = sgd_wrapper(model)
     model.train_step(data, wrapper)
     r0 = torch.load(tmp_path / 'rank0.pt')
     r1 = torch.load(tmp_path / 'rank1.pt')

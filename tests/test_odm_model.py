@@ -159,7 +159,7 @@ def test_wrapper_equals_hand_gated_sgd_step(tmp_path, mode):
             b = b if mode == 'plain' else torch.where(keep, b, 0 * b)
             a = a + b
         expected.append(p.detach() - 0.5 * a)
-    wrapper = CooperativeOptimWrapper_(model, mode)
+    wrapper = sgd_wrapper(model, mode)
     model.train_step(data, wrapper)
     got = [p for p in model.parameters() if p.requires_grad]
     for e, g in zip(expected, got):
@@ -167,32 +167,38 @@ def test_wrapper_equals_hand_gated_sgd_step(tmp_path, mode):
     assert wrapper.last_conflict_ratio == pytest.approx(conflicts / total)
 
 
-def CooperativeOptimWrapper_(model, mode):
+def sgd_wrapper(model, mode='cooperative', **kwargs):
+    """CooperativeOptimWrapper around SGD(lr=0.5) on the trainable params."""
     return OPTIM_WRAPPERS.build(dict(
         type='CooperativeOptimWrapper', mode=mode,
         optimizer=torch.optim.SGD(
-            [p for p in model.parameters() if p.requires_grad], lr=0.5)))
+            [p for p in model.parameters() if p.requires_grad], lr=0.5),
+        **kwargs))
+
+
+def sample_std_model(ckpt, data, bits=2):
+    """FP32-initialised, calibrated model with per-sample sigma (the mode in
+    which a split batch sums exactly to the full batch)."""
+    model = build(ckpt=ckpt, quant_cfg=dict(w_bits=bits, a_bits=bits,
+                                            std_mode='sample'))
+    model.init_weights()
+    calibrated(model, data)
+    model.train()
+    return model
 
 
 def test_gradient_accumulation_matches_full_batch(tmp_path):
     """2 micro-batches with accumulative_counts=2 == 1 batch of both."""
     _, path = fp32_ckpt(tmp_path)
-    model = build(ckpt=path, quant_cfg=dict(w_bits=4, a_bits=4,
-                                            std_mode='sample'))
-    model.init_weights()
     data = batch(4)
-    calibrated(model, data)
-    model.train()
+    model = sample_std_model(path, data, bits=4)
     ref = copy.deepcopy(model)
-    w_full = CooperativeOptimWrapper_(ref, 'cooperative')
+    w_full = sgd_wrapper(ref)
     ref.train_step(data, w_full)
     halves = [dict(inputs=data['inputs'][i:i + 2],
                    data_samples=data['data_samples'][i:i + 2])
               for i in (0, 2)]
-    w_acc = OPTIM_WRAPPERS.build(dict(
-        type='CooperativeOptimWrapper', accumulative_counts=2,
-        optimizer=torch.optim.SGD(
-            [p for p in model.parameters() if p.requires_grad], lr=0.5)))
+    w_acc = sgd_wrapper(model, accumulative_counts=2)
     w_acc.initialize_count_status(model, 0, 2)
     for h in halves:
         model.train_step(h, w_acc)

@@ -23,7 +23,7 @@ from typing import List, NamedTuple, Optional, Sequence, Tuple
 import torch
 from torch import Tensor
 
-__all__ = ['LossParts', 'gate', 'merge_gradients', 'MODES']
+__all__ = ['LossParts', 'GateStats', 'gate', 'merge_gradients', 'MODES']
 
 MODES = ('cooperative', 'plain')
 
@@ -61,9 +61,38 @@ def gate(g_r: Tensor, g_v: Tensor,
     return g_r + torch.where(agree, g_v, torch.zeros_like(g_v)), conflicts
 
 
+class GateStats(NamedTuple):
+    """What one gated update measured (all over the elements of the
+    parameters that have an L_V gradient).
+
+    Attributes:
+        conflicts: Elements with ``g_R * g_V < 0``.
+        total: Elements with a non-zero L_V gradient.
+        norm_r: ``||g_R||_2`` over those parameters.
+        norm_v: ``||g_V||_2`` over those parameters (before gating).
+        dominant: Elements with ``|g_V| > |g_R|`` (where L_V could flip the
+            sign of the update if it were added).
+    """
+    conflicts: int
+    total: int
+    norm_r: float
+    norm_v: float
+    dominant: int
+
+    @property
+    def conflict_ratio(self) -> float:
+        """``conflicts / total`` (0 when nothing has an L_V gradient)."""
+        return self.conflicts / self.total if self.total else 0.0
+
+    @property
+    def grad_ratio(self) -> float:
+        """``||g_V|| / ||g_R||`` (inf when g_R is zero)."""
+        return self.norm_v / self.norm_r if self.norm_r else float('inf')
+
+
 def merge_gradients(params: Sequence[Tensor],
                     reg_grads: Sequence[Optional[Tensor]],
-                    mode: str = 'cooperative') -> Tuple[int, int]:
+                    mode: str = 'cooperative') -> GateStats:
     """Add the gated L_V gradients into ``p.grad`` in place.
 
     All gradients are gated in one flat vector (a handful of kernels instead
@@ -75,24 +104,30 @@ def merge_gradients(params: Sequence[Tensor],
         mode: See :func:`gate`.
 
     Returns:
-        ``(conflicting elements, elements with a non-zero L_V gradient)``,
+        :class:`GateStats` (conflicting elements, elements with a non-zero
+        L_V gradient, both gradient norms, elements where L_V dominates),
         read from the device once.
     """
     pairs = [(p, g_v) for p, g_v in zip(params, reg_grads) if g_v is not None]
     if not pairs:
-        return 0, 0
+        return GateStats(0, 0, 0.0, 0.0, 0)
     for p, g_v in pairs:
         if p.grad is None:
             p.grad = torch.zeros_like(g_v)
     flat_r = torch.cat([p.grad.reshape(-1) for p, _ in pairs])
     flat_v = torch.cat([g_v.reshape(-1) for _, g_v in pairs])
     merged, conflicts = gate(flat_r, flat_v, mode)
-    counts = torch.stack([conflicts, torch.count_nonzero(flat_v)]).tolist()
+    # one host read; float64 keeps the counts exact up to 2**53
+    counts = torch.stack([
+        conflicts.double(), torch.count_nonzero(flat_v).double(),
+        flat_r.double().norm(), flat_v.double().norm(),
+        (flat_v.abs() > flat_r.abs()).sum().double()]).tolist()
     chunks = torch.split(merged, [g_v.numel() for _, g_v in pairs])
     torch._foreach_copy_([p.grad for p, _ in pairs],
                          [c.view_as(p.grad) for (p, _), c in zip(pairs,
                                                                   chunks)])
-    return int(counts[0]), int(counts[1])
+    return GateStats(int(counts[0]), int(counts[1]), float(counts[2]),
+                     float(counts[3]), int(counts[4]))
 
 
 def flatten_grads(grads: Sequence[Optional[Tensor]]) -> Tuple[Tensor, List]:

@@ -16,7 +16,9 @@ One step with ``loss = LossParts(L_R, L_V)``:
 
 The conflict ratio (share of elements with ``g_R * g_V < 0``, Fig. 2) is
 pushed to mmengine's message hub as ``train/conflict_ratio`` at every update,
-so the LoggerHook prints its mean over each logging interval. A plain tensor
+with ``train/grad_ratio_v_r`` (``||g_V|| / ||g_R||``), so the LoggerHook
+prints their means over each logging interval; the full
+:class:`~odm_mm.gate.GateStats` of the last update is ``last_gate_stats``. A plain tensor
 loss makes the wrapper behave exactly like ``OptimWrapper``.
 """
 from __future__ import annotations
@@ -31,8 +33,8 @@ from torch import Tensor
 
 from mmagic.registry import OPTIM_WRAPPERS
 
-from .gate import MODES, LossParts, flatten_grads, merge_gradients, \
-    unflatten_grads
+from .gate import MODES, GateStats, LossParts, flatten_grads, \
+    merge_gradients, unflatten_grads
 
 __all__ = ['CooperativeOptimWrapper']
 
@@ -59,6 +61,7 @@ class CooperativeOptimWrapper(OptimWrapper):
         self.log_key = log_key
         self._reg_grads: Optional[List[Optional[Tensor]]] = None
         self.last_conflict_ratio: Optional[float] = None
+        self.last_gate_stats: Optional[GateStats] = None
 
     def _params(self) -> List[Tensor]:
         return [p for g in self.optimizer.param_groups for p in g['params']
@@ -102,8 +105,9 @@ class CooperativeOptimWrapper(OptimWrapper):
             torch_dist.all_reduce(flat)
             flat /= torch_dist.get_world_size()
             reg = unflatten_grads(flat, shapes)
-        conflicts, total = merge_gradients(params, reg, self.mode)
-        ratio = conflicts / total if total else 0.0
-        self.last_conflict_ratio = ratio
-        MessageHub.get_current_instance().update_scalar(
-            f'train/{self.log_key}', ratio)
+        stats = merge_gradients(params, reg, self.mode)
+        self.last_gate_stats = stats
+        self.last_conflict_ratio = stats.conflict_ratio
+        hub = MessageHub.get_current_instance()
+        hub.update_scalar(f'train/{self.log_key}', stats.conflict_ratio)
+        hub.update_scalar('train/grad_ratio_v_r', stats.grad_ratio)

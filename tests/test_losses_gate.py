@@ -60,11 +60,18 @@ def test_merge_gradients_in_place():
     p1.grad = torch.tensor([1., -1., 1.])
     p2.grad = None  # no L_R gradient: counts as cooperative
     p3.grad = torch.tensor([5., 5.])
-    c, n = merge_gradients([p1, p2, p3, p4],
-                           [torch.tensor([1., 1., -1.]),
-                            torch.tensor([2., -2.]), None,
-                            torch.zeros(2)])  # zeros: not counted
-    assert (c, n) == (2, 5)
+    st = merge_gradients([p1, p2, p3, p4],
+                         [torch.tensor([1., 1., -1.]),
+                          torch.tensor([2., -2.]), None,
+                          torch.zeros(2)])  # zeros: not counted
+    assert (st.conflicts, st.total) == (2, 5)
+    assert st.conflict_ratio == pytest.approx(2 / 5)
+    # over p1, p2, p4 (p3 has no L_V gradient): g_R = [1,-1,1, 0,0, 1,-1]
+    # g_V = [1,1,-1, 2,-2, 0,0]; |g_V| > |g_R| on the two p2 elements
+    assert st.norm_r == pytest.approx(5 ** 0.5)
+    assert st.norm_v == pytest.approx(11 ** 0.5)
+    assert st.dominant == 2
+    assert st.grad_ratio == pytest.approx((11 / 5) ** 0.5)
     assert_close(p1.grad, torch.tensor([2., -1., 1.]), atol=0, rtol=0)
     assert_close(p2.grad, torch.tensor([2., -2.]), atol=0, rtol=0)
     assert_close(p3.grad, torch.tensor([5., 5.]), atol=0, rtol=0)

@@ -113,8 +113,7 @@ def step(net, teacher, lr_img, hr_img, method, opt=None):
         t = _tick(f'{method} grad L_V', t, sync)
         recon.backward()
         t = _tick(f'{method} bwd L_R', t, sync)
-        c, n = merge_gradients(params, g_v)
-        ratio = c / max(n, 1)
+        ratio = merge_gradients(params, g_v).conflict_ratio
         t = _tick(f'{method} gate', t, sync)
     else:
         recon.backward()

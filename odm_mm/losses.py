@@ -76,10 +76,22 @@ class VarianceRegLoss(nn.Module):
         std_mode: ``'tensor'`` (sigma over the whole feature, default) or
             ``'sample'`` (per-sample sigma averaged over the batch); applied
             to the quantized layers by the model that owns them.
+        normalize: ``'none'`` (Eq. 3 as written) or ``'range'``: each
+            sigma(x_i) is divided by the detached width of its layer's
+            quantization range, ``sum_i sigma(x_i) / sg(alpha_u - alpha_l)``.
+            Not in the paper. Without normalisation layers, Eq. 3 can be
+            lowered by shrinking a layer's output (the next conv and the
+            learnable bounds absorb the factor) without changing any
+            quantized value; measured against its range, sigma only falls
+            when the feature really occupies less of the range the quantizer
+            has. The terms are dimensionless (~0.1-0.3), so lambda_V values
+            are not comparable between the two modes.
     """
 
+    NORMALIZE = ('none', 'range')
+
     def __init__(self, loss_weight: float = 1e-4,
-                 std_mode: str = 'tensor') -> None:
+                 std_mode: str = 'tensor', normalize: str = 'none') -> None:
         super().__init__()
         if not loss_weight >= 0:
             raise ValueError(f'VarianceRegLoss.loss_weight must be >= 0, '
@@ -87,10 +99,28 @@ class VarianceRegLoss(nn.Module):
         if std_mode not in ('tensor', 'sample'):
             raise ValueError("VarianceRegLoss.std_mode must be 'tensor' or "
                              f"'sample', got {std_mode!r}")
+        if normalize not in self.NORMALIZE:
+            raise ValueError('VarianceRegLoss.normalize must be one of '
+                             f'{self.NORMALIZE}, got {normalize!r}')
         self.loss_weight = float(loss_weight)
         self.std_mode = std_mode
+        self.normalize = normalize
 
-    def forward(self, stds: Sequence[Tensor]) -> Tensor:  # noqa: D102
+    def forward(self, stds: Sequence[Tensor],
+                widths: Optional[Sequence[Tensor]] = None) -> Tensor:
+        """L_V of the recorded ``stds``.
+
+        Args:
+            stds: sigma(x_i) per quantized layer.
+            widths: The range width of each layer (used, detached, with
+                ``normalize='range'``).
+        """
+        if self.normalize == 'range':
+            if widths is None or len(widths) != len(stds):
+                raise ValueError("VarianceRegLoss(normalize='range') needs "
+                                 'one range width per recorded sigma')
+            stds = [s / w.detach().clamp_min(1e-8)
+                    for s, w in zip(stds, widths)]
         return variance_regularization(stds, self.loss_weight)
 
 

@@ -168,6 +168,10 @@ class ActQuantizer(nn.Module):
         self.upper.data.copy_(mid + self.eps)
         return True
 
+    def range_width(self) -> Tensor:
+        """``alpha_u - alpha_l`` (with gradient; detach to use as a scale)."""
+        return self.upper - self.lower
+
     def forward(self, x: Tensor) -> Tensor:  # noqa: D102
         return fake_quant(x, self.lower, self.upper, self.bits)
 
@@ -246,6 +250,10 @@ class PAMSActQuantizer(nn.Module):
             return False
         self.alpha.data.fill_(max(abs(float(self.alpha)), self.eps))
         return True
+
+    def range_width(self) -> Tensor:
+        """``2 alpha``, the width of the symmetric range ``[-a, a]``."""
+        return 2 * self.alpha
 
     def forward(self, x: Tensor) -> Tensor:  # noqa: D102
         a = self.alpha

@@ -16,10 +16,17 @@ Glue (mmagic/mmengine). Ties the torch-only pieces together:
   (:class:`~odm_mm.gate.LossParts`) to
   :class:`~odm_mm.optim.CooperativeOptimWrapper` (Eq. 5 / Eq. 4).
 
-The SKT feature is the output of ``feature_module`` (default per generator:
-EDSR ``conv_after_body``, i.e. the end of the body before the long skip, as
-PAMS; RDN ``gff``; MSRResNet ``trunk_net``). It is captured by a forward hook
-that clones the output (EDSR adds the skip in place afterwards).
+The SKT feature is taken at ``feature_module`` -- its input
+(``feature_tap='input'``) or its output (``'output'``) -- and cloned there
+(EDSR adds the long skip in place, so a stored reference would change).
+Defaults per generator (:data:`FEATURE_MODULES`): EDSR the input of
+``upsample``, i.e. the body output *after* the long skip ``res += x``, which
+is the feature PAMS's EDSR returns for SKT (``res = body(x); res += x;
+return tail(res), res``; ODM follows PAMS for SKT); RDN the output of
+``gff``; MSRResNet the output of ``trunk_net``. ``feature_module=
+'conv_after_body', feature_tap='output'`` gives the body end before the
+skip (the default of odm_mm <= 0.1; the EDSR-baseline benchmark measures
+both, docs/benchmarks.md).
 """
 from __future__ import annotations
 
@@ -28,82 +35,36 @@ from typing import Dict, List, Optional, Tuple, Union
 
 import torch
 from mmengine.logging import print_log
-from mmengine.runner.checkpoint import _load_checkpoint
 from torch import Tensor
 
 from mmagic.models.base_models import BaseEditModel
 from mmagic.registry import MODELS
 
 from .gate import LossParts
-from .fullquant import quantize_skips, skip_quantizers
+from .fullquant import quantize_skips
 from .layers import QuantConv
 from .quantizers import check_bits
 from .losses import PAPER_LAMBDA_V, PAPER_SKT_WEIGHT_01
-from .preflight import check_fp32_checkpoint_file
+from .checkpoint import load_fp32_generator, read_fp32_state
 from .swap import quant_convs, swap_convs
 
 __all__ = ['ODMEditModel', 'FEATURE_MODULES', 'load_fp32_generator']
 
+#: Default SKT tap per generator: ``(module name, 'input' | 'output')``.
 FEATURE_MODULES = {
-    'EDSRNet': 'conv_after_body',
-    'RDNNet': 'gff',
-    'MSRResNet': 'trunk_net',
+    'EDSRNet': ('upsample', 'input'),
+    'RDNNet': ('gff', 'output'),
+    'MSRResNet': ('trunk_net', 'output'),
+    # RRDBNet adds its long skip right before interpolating, so no module
+    # sees the sum: the body end before the skip (as for SRCNN's last
+    # quantized conv)
+    'RRDBNet': ('conv_body', 'output'),
+    'SRCNNNet': ('conv2', 'output'),
 }
+FEATURE_TAPS = ('input', 'output')
 QUANT_KEYS = ('w_bits', 'a_bits', 'method', 'percentile_j', 'offset_bits',
               'std_mode')
 OTHER_QUANT_KEYS = ('patterns', 'mode', 'exclude', 'skip_bits')
-
-
-def _generator_state(ckpt: Dict) -> Dict[str, Tensor]:
-    """Extract the generator's weights from a checkpoint dict."""
-    state = ckpt.get('state_dict', ckpt) if isinstance(ckpt, dict) else None
-    if not isinstance(state, dict):
-        raise ValueError('fp32_checkpoint holds no state dict')
-    if any(k.startswith('generator.') for k in state):
-        state = {k[len('generator.'):]: v for k, v in state.items()
-                 if k.startswith('generator.')}
-    return state
-
-
-def load_fp32_generator(generator: torch.nn.Module,
-                        state: Dict[str, Tensor], source: str = '') -> None:
-    """Load FP32 weights into a (possibly swapped) generator, strictly.
-
-    The QuantConv extras (bounds, offsets, flags) may be absent; every other
-    key must match. Raises one ValueError naming the first offending keys.
-    """
-    own = generator.state_dict()
-    extra = set()
-    for name, m in quant_convs(generator):
-        extra.update(f'{name}.{k}' for k in m.state_dict()
-                     if k not in ('weight', 'bias'))
-    for name, m in skip_quantizers(generator):
-        extra.update(f'{name}.{k}' for k in m.state_dict())
-    required = set(own) - extra
-    missing = sorted(required - set(state))
-    unexpected = sorted(set(state) - set(own))
-    shape = sorted(k for k in required & set(state)
-                   if tuple(state[k].shape) != tuple(own[k].shape))
-    if missing or unexpected or shape:
-        parts = []
-        if missing:
-            parts.append(f'missing keys {missing[:5]}' +
-                         (f' (+{len(missing) - 5} more)'
-                          if len(missing) > 5 else ''))
-        if unexpected:
-            parts.append(f'unexpected keys {unexpected[:5]}' +
-                         (f' (+{len(unexpected) - 5} more)'
-                          if len(unexpected) > 5 else ''))
-        if shape:
-            parts.append('shape mismatch ' + ', '.join(
-                f'{k}: {tuple(state[k].shape)} vs {tuple(own[k].shape)}'
-                for k in shape[:5]))
-        raise ValueError(
-            f'FP32 checkpoint {source!r} does not fit the generator '
-            f'{type(generator).__name__}: ' + '; '.join(parts) +
-            '. Check model.generator (mid_channels, num_blocks, '
-            'upscale_factor) against the checkpoint.')
-    generator.load_state_dict(state, strict=False)
 
 
 def _grab_feature(module: torch.nn.Module, _inputs, output: Tensor) -> None:
@@ -115,6 +76,11 @@ def _grab_feature(module: torch.nn.Module, _inputs, output: Tensor) -> None:
     """
     if getattr(module, 'odm_capture', False):
         module.odm_feature = output.clone()
+
+
+def _grab_input(module: torch.nn.Module, inputs) -> None:
+    """Forward pre-hook: the same as :func:`_grab_feature` for the input."""
+    _grab_feature(module, None, inputs[0])
 
 
 @MODELS.register_module()
@@ -138,7 +104,11 @@ class ODMEditModel(BaseEditModel):
         var_loss: Config of ``VarianceRegLoss``; ``'paper'`` (default) =
             lambda_V of Supplement S1 for the generator (1e-4 EDSR/SRResNet,
             1e-5 RDN, 1e-4 otherwise); None = no L_V.
-        feature_module: Module whose output feeds SKT (default per generator).
+        feature_module: Module where SKT takes its feature (default per
+            generator, :data:`FEATURE_MODULES`).
+        feature_tap: ``'input'`` or ``'output'`` of ``feature_module``
+            (default per generator; ``'output'`` for a ``feature_module``
+            given without a tap).
         train_cfg, test_cfg, init_cfg, data_preprocessor: as BaseEditModel.
     """
 
@@ -150,6 +120,7 @@ class ODMEditModel(BaseEditModel):
                  skt_loss: Union[dict, str, None] = 'paper',
                  var_loss: Union[dict, str, None] = 'paper',
                  feature_module: Optional[str] = None,
+                 feature_tap: Optional[str] = None,
                  train_cfg: Optional[dict] = None,
                  test_cfg: Optional[dict] = None,
                  init_cfg: Optional[dict] = None,
@@ -163,7 +134,14 @@ class ODMEditModel(BaseEditModel):
                              f'allowed: {sorted(QUANT_KEYS + OTHER_QUANT_KEYS)}')
         self.fp32_checkpoint = fp32_checkpoint
         gen_name = type(self.generator).__name__
-        self.feature_module = feature_module or FEATURE_MODULES.get(gen_name)
+        default_module, default_tap = FEATURE_MODULES.get(gen_name,
+                                                          (None, 'output'))
+        self.feature_module = feature_module or default_module
+        self.feature_tap = feature_tap or (
+            default_tap if feature_module is None else 'output')
+        if self.feature_tap not in FEATURE_TAPS:
+            raise ValueError(f'feature_tap must be one of {FEATURE_TAPS}, '
+                             f'got {feature_tap!r}')
         if skt_loss == 'paper':
             skt_loss = dict(type='SKTLoss', loss_weight=PAPER_SKT_WEIGHT_01)
         if var_loss == 'paper':
@@ -198,7 +176,11 @@ class ODMEditModel(BaseEditModel):
             m.record_std = self.var_loss is not None
         if self.skt_loss is not None:
             for net in (self.generator, self.teacher):
-                self._feature_module(net).register_forward_hook(_grab_feature)
+                mod = self._feature_module(net)
+                if self.feature_tap == 'input':
+                    mod.register_forward_pre_hook(_grab_input)
+                else:
+                    mod.register_forward_hook(_grab_feature)
 
     # ------------------------------------------------------------ internals
     def _feature_module(self, net: torch.nn.Module) -> torch.nn.Module:
@@ -225,9 +207,7 @@ class ODMEditModel(BaseEditModel):
                       'model.fp32_checkpoint, or load_from / --resume).',
                       logger='current', level=30)
             return
-        check_fp32_checkpoint_file(self.fp32_checkpoint, self.generator)
-        ckpt = _load_checkpoint(self.fp32_checkpoint, map_location='cpu')
-        state = _generator_state(ckpt)
+        state = read_fp32_state(self.fp32_checkpoint, self.generator)
         load_fp32_generator(self.generator, state, self.fp32_checkpoint)
         if self.teacher is not None:
             load_fp32_generator(self.teacher, state, self.fp32_checkpoint)
@@ -261,12 +241,13 @@ class ODMEditModel(BaseEditModel):
                     m.odm_capture = False
                     m.odm_feature = None
         if self.var_loss is not None:
-            stds = []
+            stds, widths = [], []
             for _, m in quant_convs(self.generator):
                 if m.feature_std is not None:
                     stds.append(m.feature_std)
+                    widths.append(m.act_quantizer.range_width().detach())
                     m.feature_std = None
-            losses['loss_var'] = self.var_loss(stds)
+            losses['loss_var'] = self.var_loss(stds, widths)
         return losses
 
     def parse_losses(self, losses: Dict[str, Tensor]

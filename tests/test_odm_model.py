@@ -224,3 +224,49 @@ def test_pams_model_plain_wrapper_trains():
     log_vars = model.train_step(data, wrapper)
     assert set(log_vars) >= {'loss', 'loss_pix', 'loss_skt'}
     assert torch.isfinite(log_vars['loss'])
+
+
+def test_skt_taps_edsr_after_the_long_skip(tmp_path):
+    """Default EDSR tap = input of upsample = body(x) + x (PAMS's feature)."""
+    from odm_mm.losses import skt_loss
+    _, path = fp32_ckpt(tmp_path)
+    model = build(ckpt=path, var_loss=None)
+    model.init_weights()
+    assert (model.feature_module, model.feature_tap) == ('upsample', 'input')
+    data = batch()
+    calibrated(model, data)
+    model.train()
+    d = model.data_preprocessor(data, True)
+    losses = model(**d, mode='loss')
+
+    def after_skip(gen):
+        x = (d['inputs'] - gen.mean) / gen.std
+        x = gen.conv_first(x)
+        return gen.conv_after_body(gen.body(x)) + x
+
+    with torch.no_grad():
+        want = skt_loss(after_skip(model.generator),
+                        after_skip(model.teacher)) * model.skt_loss.loss_weight
+    assert_close(losses['loss_skt'].detach(), want, rtol=1e-5, atol=1e-9)
+    # the old tap (before the skip) is one option away and differs
+    old = build(ckpt=path, var_loss=None, feature_module='conv_after_body',
+                feature_tap='output')
+    old.init_weights()
+    calibrated(old, data)
+    old.train()
+    assert not torch.allclose(old(**d, mode='loss')['loss_skt'].detach(),
+                              want)
+    with pytest.raises(ValueError, match='feature_tap'):
+        build(ckpt=path, feature_tap='middle')
+
+
+def test_every_swap_preset_generator_has_an_skt_default():
+    from odm_mm.models import FEATURE_MODULES
+    from odm_mm.swap import PRESETS
+    assert set(PRESETS) <= set(FEATURE_MODULES)
+    rrdb = dict(type='RRDBNet', in_channels=3, out_channels=3,
+                mid_channels=8, num_blocks=1, growth_channels=4,
+                upscale_factor=4)
+    model = build(generator=rrdb)  # a stock ESRGAN-PSNR generator + SKT
+    assert model.feature_module == 'conv_body'
+    assert model.generator.get_submodule(model.feature_module) is not None

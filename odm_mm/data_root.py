@@ -44,6 +44,22 @@ def get_data_root() -> str:
     return osp.normpath(osp.abspath(osp.expanduser(root)))
 
 
+#: Environment variable that overrides the folder of FP32 teachers.
+MODELS_ENV_VAR = 'ODM_MODELS_ROOT'
+
+
+def get_models_root() -> str:
+    """``$ODM_MODELS_ROOT`` if set, else ``<repo>/../shared/models``.
+
+    The folder of FP32 teacher checkpoints (e.g.
+    ``edsr_x4c64b16_t91_fp32.pth``, the EDSR-baseline x4 trained on T91).
+    """
+    repo = osp.dirname(osp.dirname(osp.abspath(__file__)))
+    root = os.environ.get(MODELS_ENV_VAR) or osp.join(repo, '..', 'shared',
+                                                      'models')
+    return osp.normpath(osp.abspath(osp.expanduser(root)))
+
+
 def how_to_set_root() -> str:
     """One sentence telling the user how to point odm_mm at their data."""
     return (f'Set the environment variable {ENV_VAR}=/path/to/data (default: '

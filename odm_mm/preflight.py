@@ -27,102 +27,21 @@ from __future__ import annotations
 
 import copy
 import os
-import os.path as osp
-from typing import Any, List, Optional, Union
+from typing import Any, List
 
-import torch
 from mmengine.config import Config
 from mmengine.dataset import BaseDataset
 from mmengine.registry import DefaultScope
+
+from .checkpoint import (check_fp32_checkpoint_file,  # noqa: F401
+                         fp32_checkpoint_hint, load_fp32_generator,
+                         read_fp32_state)
 
 __all__ = ['check_fp32_checkpoint_file', 'fp32_checkpoint_hint',
            'preflight_check', 'preflight_or_exit', 'PREFLIGHT_ERRORS']
 
 #: Exceptions that :func:`preflight_or_exit` prints as one message.
 PREFLIGHT_ERRORS = (ValueError, TypeError, KeyError, FileNotFoundError)
-#: Our FP32 recipes per generator (``configs/fp32/<name>_x<s>_t91.py``).
-FP32_RECIPES = {'EDSRNet': 'edsr', 'RDNNet': 'rdn', 'MSRResNet': 'msrresnet'}
-_ZOO = 'https://download.openmmlab.com/mmediting/restorers/'
-#: Official mmagic DIV2K checkpoints (the ``Weights:`` of its metafiles).
-OFFICIAL_FP32 = {
-    ('EDSRNet', 2): _ZOO + 'edsr/edsr_x2c64b16_1x16_300k_div2k_20200604-'
-    '19fe95ea.pth',
-    ('EDSRNet', 3): _ZOO + 'edsr/edsr_x3c64b16_1x16_300k_div2k_20200608-'
-    '36d896f4.pth',
-    ('EDSRNet', 4): _ZOO + 'edsr/edsr_x4c64b16_1x16_300k_div2k_20200608-'
-    '3c2af8a3.pth',
-    ('RDNNet', 2): _ZOO + 'rdn/rdn_x2c64b16_g1_1000k_div2k_20210419-'
-    'dc146009.pth',
-    ('RDNNet', 3): _ZOO + 'rdn/rdn_x3c64b16_g1_1000k_div2k_20210419-'
-    'b93cb6aa.pth',
-    ('RDNNet', 4): _ZOO + 'rdn/rdn_x4c64b16_g1_1000k_div2k_20210419-'
-    '3577d44f.pth',
-    ('MSRResNet', 4): _ZOO + 'srresnet_srgan/msrresnet_x4c64b16_1x16_300k_'
-    'div2k_20200521-61556be5.pth',
-}
-_REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
-
-
-def fp32_checkpoint_hint(gen_type: Optional[str],
-                         scale: Optional[int] = None) -> str:
-    """How to obtain an FP32 checkpoint for a generator.
-
-    Args:
-        gen_type: Generator class name (``'EDSRNet'`` ...).
-        scale: Upscale factor, if known.
-
-    Returns:
-        One or two sentences naming our FP32 config and the official mmagic
-        checkpoint URL where they exist.
-    """
-    recipe = FP32_RECIPES.get(gen_type or '')
-    cfgs = []
-    if recipe:
-        scales = [scale] if scale else [2, 3, 4]
-        cfgs = [f'configs/fp32/{recipe}_x{s}_t91.py' for s in scales
-                if osp.isfile(osp.join(_REPO, 'configs', 'fp32',
-                                       f'{recipe}_x{s}_t91.py'))]
-    train = (f'train it with `python tools/train.py {cfgs[0]}` (its last '
-             'checkpoint is work_dirs/<config name>/iter_<N>.pth)'
-             if cfgs else 'train it with the matching configs/fp32/ config')
-    url = OFFICIAL_FP32.get((gen_type, scale)) if scale else None
-    down = (f'download the official mmagic checkpoint {url}'
-            if url else 'download the official mmagic checkpoint (the '
-            '"Weights:" URL in mmagic configs/<model>/metafile.yml)')
-    return (f'To get one, {train}, or {down}; then set '
-            'model.fp32_checkpoint=PATH (a URL works too).')
-
-
-def _gen_info(generator: Union[dict, torch.nn.Module, None]) -> tuple:
-    if isinstance(generator, dict):
-        return generator.get('type'), generator.get('upscale_factor')
-    if isinstance(generator, torch.nn.Module):
-        return (type(generator).__name__,
-                getattr(generator, 'upscale_factor', None))
-    return None, None
-
-
-def check_fp32_checkpoint_file(path: Optional[str],
-                               generator: Union[dict, torch.nn.Module,
-                                                None] = None) -> None:
-    """Raise one clear FileNotFoundError if a local checkpoint is missing.
-
-    URLs and mmengine prefixes (``scheme://...``) are left to the loader.
-
-    Args:
-        path: ``model.fp32_checkpoint``; None/empty is accepted.
-        generator: Generator config or module, for the hint.
-    """
-    if not path or '://' in str(path) or osp.isfile(str(path)):
-        return
-    gen_type, scale = _gen_info(generator)
-    raise FileNotFoundError(
-        f'model.fp32_checkpoint: file {path!r} does not exist (working '
-        f'directory {os.getcwd()}). ODM needs the pre-trained FP32 '
-        f'{gen_type or "generator"} as student init and teacher. ' +
-        fp32_checkpoint_hint(gen_type, scale))
-
-
 def _loaders(cfg: Config, key: str) -> List[dict]:
     value = cfg.get(key)
     if not value:
@@ -164,22 +83,20 @@ def _check_model(cfg: Config) -> Any:
 
 
 def _check_fp32(model: Any) -> None:
-    from mmengine.runner.checkpoint import _load_checkpoint
-
-    from .models import _generator_state, load_fp32_generator
     path = getattr(model, 'fp32_checkpoint', None)
     if not path:
         return
-    check_fp32_checkpoint_file(path, model.generator)
-    state = _generator_state(_load_checkpoint(path, map_location='cpu'))
-    load_fp32_generator(model.generator, state, path)
+    load_fp32_generator(model.generator,
+                        read_fp32_state(path, model.generator), path)
 
 
 def preflight_check(cfg: Config) -> None:
     """Run the model, hook, checkpoint and data checks of a train config.
 
     Builds nothing that writes files. Raises the first problem found, as the
-    component that owns the value would (see the module docstring).
+    component that owns the value would (see the module docstring); a
+    missing FP32 checkpoint and missing data are reported together, in one
+    FileNotFoundError.
 
     Args:
         cfg: The fully merged training config.
@@ -187,10 +104,22 @@ def preflight_check(cfg: Config) -> None:
     with DefaultScope.overwrite_default_scope(
             cfg.get('default_scope', 'mmagic')):
         model = _check_model(cfg)
+        missing = []  # a missing teacher and missing data: one message
         if cfg.get('train_cfg'):  # init_weights loads it, resumed or not
-            _check_fp32(model)
+            try:
+                _check_fp32(model)
+            except FileNotFoundError as err:
+                missing.append(err)
         del model
-        _check_datasets(cfg)
+        try:
+            _check_datasets(cfg)
+        except FileNotFoundError as err:
+            missing.append(err)
+        if len(missing) == 1:
+            raise missing[0]
+        if missing:
+            raise FileNotFoundError(' | '.join(
+                f'({i + 1}) {e}' for i, e in enumerate(missing)))
 
 
 def preflight_or_exit(cfg: Config) -> None:

@@ -16,3 +16,10 @@ odm_data_root = _os.path.abspath(
     _os.path.expanduser(
         _os.environ.get('ODM_DATA_ROOT') or _os.path.join(
             '{{ fileDirname }}', '..', '..', '..', '..', 'shared', 'data')))
+
+# FP32 teachers shipped beside the repo: $ODM_MODELS_ROOT if set, else
+# <repo>/../shared/models (odm_mm.data_root.get_models_root()).
+odm_models_root = _os.path.abspath(
+    _os.path.expanduser(
+        _os.environ.get('ODM_MODELS_ROOT') or _os.path.join(
+            '{{ fileDirname }}', '..', '..', '..', '..', 'shared', 'models')))

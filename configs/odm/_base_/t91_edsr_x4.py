@@ -1,7 +1,10 @@
 # ODM on EDSR-baseline x4, local CPU-sized recipe on T91 (LR made on the
 # fly, configs/_base_/datasets/t91_x4.py), tested on Set5/Set14/B100.
-# The FP32 teacher comes from `tools/train.py configs/fp32/edsr_x4_t91.py`
-# (its last checkpoint below) or any mmagic EDSR x4 checkpoint.
+# The FP32 teacher is the EDSR-baseline x4 trained on T91 that ships in
+# ../shared/models ($ODM_MODELS_ROOT moves it); your own
+# `tools/train.py configs/fp32/edsr_x4_t91.py` (work_dirs/edsr_x4_t91/
+# iter_5000.pth) or any mmagic EDSR x4 64ch/16-block checkpoint works with
+# --cfg-options model.fp32_checkpoint=PATH.
 _base_ = [
     'mmagic::edsr/edsr_x4c64b16_1xb16-300k_div2k.py',
     '../../_base_/datasets/t91_x4.py',
@@ -12,7 +15,7 @@ max_iters = 2000
 model = dict(
     type='ODMEditModel',
     quant_cfg=dict(w_bits=4, a_bits=4, method='odm'),
-    fp32_checkpoint='work_dirs/edsr_x4_t91/iter_5000.pth')
+    fp32_checkpoint=_base_.odm_models_root + '/edsr_x4c64b16_t91_fp32.pth')
 optim_wrapper = _base_.odm_optim_wrapper
 custom_hooks = _base_.odm_custom_hooks
 

@@ -19,22 +19,42 @@ paper's "greater than".
 
 Choice: all statistics come from one FP32 pass (the paper's pre-trained
 network P), so every layer is calibrated on the same inputs.
+
+Options that are not in the paper (measured in docs/benchmarks.md):
+
+* ``offset_init='stats'`` (:func:`init_offsets_from_stats`): instead of the
+  identity, start the selected offsets at the values that equalise the
+  channels, ``S_mu = mean_c(mu_c) - mu_c`` and ``S_sigma = mean_c(sigma_c) /
+  sigma_c``, snapped to their own ``offset_bits`` grid, and compensate them
+  in the conv (``W[:, c] /= S_sigma[c]``, ``b -= sum_{c,k} W[:, c, k]
+  S_mu[c]``), so the network computes the same function at step 0 except at
+  the zero-padded border pixels; the bounds are then measured again on the
+  offset features (second FP32 pass, :func:`calibrate_model`).
+* ``offset_policy='one'`` (:func:`select_offsets`): a layer chosen for both
+  offsets keeps only the one whose M ranks higher among the layers (fewer
+  offset vectors, closer to the paper's +0.08K storage).
 """
 from __future__ import annotations
 
 import contextlib
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Callable, Dict, Iterable, Iterator, List, Tuple
 
 import torch
 from torch import Tensor, nn
 
 from .fullquant import SkipQuantizer
-from .layers import QuantConv
+from .layers import QuantConv, quantize_offset
 from .quantizers import percentile_range
 
 __all__ = ['LayerStats', 'FeatureObserver', 'observe', 'calibrate',
-           'select_top_p', 'apply_calibration', 'offset_table']
+           'select_top_p', 'select_offsets', 'apply_calibration',
+           'init_offsets_from_stats', 'calibrate_model',
+           'quantization_error', 'offset_table', 'OFFSET_INITS',
+           'OFFSET_POLICIES']
+
+OFFSET_INITS = ('identity', 'stats')
+OFFSET_POLICIES = ('both', 'one')
 
 
 @dataclass
@@ -48,6 +68,8 @@ class LayerStats:
     channels: int
     shift: bool = False
     scale: bool = False
+    ch_mean: List[float] = field(default_factory=list)
+    ch_std: List[float] = field(default_factory=list)
 
     def to_dict(self) -> Dict:
         """Plain dict (JSON / checkpoint meta)."""
@@ -98,7 +120,8 @@ class FeatureObserver:
             absmax=self.absmax_sum / n,
             m_mu=float(mean.std()) if mean.numel() > 1 else 0.0,
             m_sigma=float(std.std()) if std.numel() > 1 else 0.0,
-            channels=int(mean.numel()))
+            channels=int(mean.numel()), ch_mean=mean.tolist(),
+            ch_std=std.tolist())
 
 
 @contextlib.contextmanager
@@ -177,15 +200,63 @@ def select_top_p(values: List[float], p: float) -> List[bool]:
     return [bool(v >= thr) for v in t]
 
 
+def _ranks(values: List[float]) -> List[float]:
+    """Fractional rank of each value in (0, 1] (1 = largest)."""
+    order = sorted(range(len(values)), key=lambda i: values[i])
+    out = [0.0] * len(values)
+    for pos, i in enumerate(order):
+        out[i] = (pos + 1) / len(values)
+    return out
+
+
+def select_offsets(m_mu: List[float], m_sigma: List[float], ratio: float,
+                   shift: bool = True, scale: bool = True,
+                   policy: str = 'both') -> Tuple[List[bool], List[bool]]:
+    """Algorithm 1's choice: shift on top-p by M_mu, scale on top-p by M_sigma.
+
+    Args:
+        m_mu, m_sigma: Eq. 6 per layer.
+        ratio: Offset ratio p.
+        shift, scale: Whether each kind is used at all.
+        policy: ``'both'`` (the paper: a layer may get both) or ``'one'``
+            (a layer chosen for both keeps the kind whose M ranks higher;
+            ties keep the scale).
+    """
+    if policy not in OFFSET_POLICIES:
+        raise ValueError(f'offset policy must be one of {OFFSET_POLICIES}, '
+                         f'got {policy!r}')
+    n = len(m_mu)
+    sel_mu = select_top_p(m_mu, ratio) if shift else [False] * n
+    sel_sig = select_top_p(m_sigma, ratio) if scale else [False] * n
+    if policy == 'one':
+        r_mu, r_sig = _ranks(m_mu), _ranks(m_sigma)
+        for i in range(n):
+            if sel_mu[i] and sel_sig[i]:
+                sel_mu[i] = r_mu[i] > r_sig[i]
+                sel_sig[i] = not sel_mu[i]
+    return sel_mu, sel_sig
+
+
+def _init_bounds(conv, st: LayerStats) -> None:
+    """Initialise an activation quantizer from one layer's statistics."""
+    q = conv.act_quantizer
+    if conv.method == 'pams':
+        q.init_from_range(-st.absmax, st.absmax)
+    else:
+        q.init_from_range(st.lower, st.upper)
+
+
 @torch.no_grad()
 def apply_calibration(model: nn.Module, stats: Dict[str, LayerStats],
                       ratio: float = 0.3, shift: bool = True,
-                      scale: bool = True, init_bounds: bool = True) -> None:
+                      scale: bool = True, init_bounds: bool = True,
+                      policy: str = 'both') -> None:
     """Initialise bounds and enable the selected offsets, in place.
 
     Also records the choice in ``stats`` (``shift``/``scale`` fields).
     Skip-connection quantizers (:mod:`odm_mm.fullquant`) get their bounds
-    and take no part in the offset selection.
+    and take no part in the offset selection. The offsets start at the
+    identity (see :func:`init_offsets_from_stats` for the alternative).
     """
     skips = [n for n in stats
              if isinstance(model.get_submodule(n), SkipQuantizer)]
@@ -194,22 +265,149 @@ def apply_calibration(model: nn.Module, stats: Dict[str, LayerStats],
             model.get_submodule(name).init_from_range(stats[name].lower,
                                                       stats[name].upper)
     names = [n for n in stats if n not in skips]
-    sel_mu = select_top_p([stats[n].m_mu for n in names], ratio) if shift \
-        else [False] * len(names)
-    sel_sig = select_top_p([stats[n].m_sigma for n in names], ratio) \
-        if scale else [False] * len(names)
+    sel_mu, sel_sig = select_offsets([stats[n].m_mu for n in names],
+                                     [stats[n].m_sigma for n in names],
+                                     ratio, shift, scale, policy)
     for name, s_mu, s_sig in zip(names, sel_mu, sel_sig):
         conv = model.get_submodule(name)
         st = stats[name]
         if init_bounds:
-            if conv.method == 'pams':
-                conv.act_quantizer.init_from_range(-st.absmax, st.absmax)
-            else:
-                conv.act_quantizer.init_from_range(st.lower, st.upper)
+            _init_bounds(conv, st)
         conv.shift.data.zero_()
         conv.scale.data.fill_(1.0)
         conv.set_offsets(s_mu, s_sig)
         st.shift, st.scale = s_mu, s_sig
+
+
+@torch.no_grad()
+def init_offsets_from_stats(conv: QuantConv, st: LayerStats,
+                            min_std_frac: float = 0.05) -> None:
+    """Start enabled offsets at the channel-equalising values (see module
+    docstring) and compensate them in ``conv``'s weight and bias.
+
+    Args:
+        conv: A QuantConv whose offsets were enabled by
+            :func:`apply_calibration` (still at the identity).
+        st: Its FP32 statistics (``ch_mean``, ``ch_std``).
+        min_std_frac: sigma_c is clamped to at least this fraction of the
+            mean sigma before ``S_sigma = mean / sigma_c`` (dead channels).
+    """
+    shift_on, scale_on = conv._flags
+    if not (shift_on or scale_on):
+        return
+    if len(st.ch_mean) != conv.in_channels:
+        raise ValueError('init_offsets_from_stats: statistics of '
+                         f'{len(st.ch_mean)} channels for a conv with '
+                         f'{conv.in_channels} inputs')
+    dev, dt = conv.weight.device, conv.weight.dtype
+    mu = torch.tensor(st.ch_mean, device=dev, dtype=torch.float64)
+    sd = torch.tensor(st.ch_std, device=dev, dtype=torch.float64)
+    w0 = conv.weight.detach().clone()
+    if shift_on:
+        if conv.bias is None:
+            raise ValueError('init_offsets_from_stats: a shift offset needs '
+                             'a conv bias to compensate it')
+        s_mu = quantize_offset((mu.mean() - mu).to(dt), conv.offset_bits)
+        conv.shift.data.copy_(s_mu)
+        conv.bias.data.sub_((w0.sum(dim=(2, 3)) * s_mu.view(1, -1)).sum(1))
+    if scale_on:
+        sd = sd.clamp_min(min_std_frac * float(sd.mean()))
+        s_sig = quantize_offset((sd.mean() / sd).to(dt), conv.offset_bits)
+        conv.scale.data.copy_(s_sig)
+        conv.weight.data.div_(s_sig.view(1, -1, 1, 1))
+
+
+def calibrate_model(model: nn.Module, batches: List,
+                    forward: Callable[[nn.Module, object], object] = None,
+                    ratio: float = 0.3, shift: bool = True,
+                    scale: bool = True, percentile_j: float = 1.0,
+                    offset_init: str = 'identity',
+                    policy: str = 'both') -> Dict[str, LayerStats]:
+    """Algorithm 1's calibration in one call: measure, choose, initialise.
+
+    With ``offset_init='stats'`` the offsets are set from the statistics
+    and compensated (:func:`init_offsets_from_stats`), then the bounds are
+    measured again on the offset features. Returns the statistics of the
+    first pass with the choice recorded.
+    """
+    if offset_init not in OFFSET_INITS:
+        raise ValueError(f'offset_init must be one of {OFFSET_INITS}, got '
+                         f'{offset_init!r}')
+    stats = calibrate(model, batches, forward, percentile_j)
+    apply_calibration(model, stats, ratio, shift, scale, policy=policy)
+    if offset_init == 'stats' and any(s.shift or s.scale
+                                      for s in stats.values()):
+        for name, st in stats.items():
+            conv = model.get_submodule(name)
+            if isinstance(conv, QuantConv):
+                init_offsets_from_stats(conv, st)
+        again = calibrate(model, batches, forward, percentile_j)
+        for name, st in again.items():
+            conv = model.get_submodule(name)
+            if isinstance(conv, QuantConv):
+                _init_bounds(conv, st)
+            else:
+                conv.init_from_range(st.lower, st.upper)
+    return stats
+
+
+class _ErrorObserver:
+    """Accumulates ``||Q(x) - x||^2`` and the variance of ``x``."""
+
+    def __init__(self, conv: QuantConv) -> None:
+        self.conv = conv
+        self.err = self.sum = self.sq = 0.0
+        self.count = 0
+
+    @torch.no_grad()
+    def update(self, x: Tensor) -> None:  # noqa: D102
+        x = x.detach()
+        self.err += float((self.conv.act_quantizer(x) - x).double()
+                          .pow(2).sum())
+        self.sum += float(x.double().sum())
+        self.sq += float(x.double().pow(2).sum())
+        self.count += x.numel()
+
+    def relative(self) -> float:
+        """``MSE / var(x)`` (quantization noise-to-signal)."""
+        var = self.sq / self.count - (self.sum / self.count) ** 2
+        return (self.err / self.count) / var if var > 0 else 0.0
+
+
+@torch.no_grad()
+def quantization_error(model: nn.Module, batches: Iterable,
+                       forward: Callable[[nn.Module, object], object] = None
+                       ) -> Dict[str, Dict[str, float]]:
+    """Per-layer quantization noise-to-signal of activations and weights.
+
+    Runs ``batches`` through the *quantized* network (errors compound as in
+    training) and returns ``{layer: {'act': MSE(Q(x), x) / var(x),
+    'weight': MSE(Q(W), W) / var(W)}}``, ``x`` being the (offset) feature
+    the layer quantizes.
+    """
+    convs = [(n, m) for n, m in model.named_modules()
+             if isinstance(m, QuantConv)]
+    forward = forward or (lambda mdl, b: mdl(b))
+    observers = {n: _ErrorObserver(m) for n, m in convs}
+    was_training = model.training
+    model.eval()
+    try:
+        for name, m in convs:
+            m.observer = observers[name]
+        for batch in batches:
+            forward(model, batch)
+    finally:
+        for _, m in convs:
+            m.observer = None
+        model.train(was_training)
+    out = {}
+    for name, m in convs:
+        w = m.weight.detach()
+        w_err = (m.weight_quantizer(w) - w).double().pow(2).mean()
+        w_var = w.double().var(unbiased=False)
+        out[name] = dict(act=observers[name].relative(),
+                         weight=float(w_err / w_var) if w_var > 0 else 0.0)
+    return out
 
 
 def offset_table(stats: Dict[str, LayerStats]) -> str:

@@ -35,8 +35,8 @@ from mmengine.model import is_model_wrapper
 
 from mmagic.registry import HOOKS
 
-from .calibration import LayerStats, apply_calibration, calibrate, \
-    observe, offset_table
+from .calibration import OFFSET_INITS, OFFSET_POLICIES, LayerStats, \
+    calibrate_model, observe, offset_table, quantization_error
 
 __all__ = ['OffsetHook']
 
@@ -62,6 +62,17 @@ class OffsetHook(Hook):
         seed: Seed of the calibration batch draw (``seed + rank``: under
             DDP each rank measures its own patches, then rank 0's result is
             broadcast).
+        offset_init: ``'identity'`` (default) or ``'stats'``: start the
+            chosen offsets at the channel-equalising values of Eq. 6's
+            statistics, compensated in the conv
+            (:func:`odm_mm.calibration.init_offsets_from_stats`).
+        offset_policy: ``'both'`` (paper) or ``'one'`` offset kind per
+            layer (:func:`odm_mm.calibration.select_offsets`).
+
+    After calibrating, the per-layer quantization noise-to-signal of the
+    quantized network on the calibration batches
+    (:func:`odm_mm.calibration.quantization_error`) is logged and put in
+    the message hub's runtime info as ``odm_quant_error``.
     """
 
     priority = 'HIGH'
@@ -69,7 +80,9 @@ class OffsetHook(Hook):
     def __init__(self, ratio: float = 0.3, num_batches: int = 8,
                  shift: bool = True, scale: bool = True,
                  percentile_j: float = 1.0, recalib_interval: int = 0,
-                 recalib_momentum: float = 0.1, seed: int = 0) -> None:
+                 recalib_momentum: float = 0.1, seed: int = 0,
+                 offset_init: str = 'identity',
+                 offset_policy: str = 'both') -> None:
         if isinstance(ratio, bool) or not isinstance(ratio, (int, float)) \
                 or not 0.0 < ratio <= 1.0:
             raise ValueError('OffsetHook.ratio (offset ratio p of Eq. 7/8) '
@@ -80,6 +93,13 @@ class OffsetHook(Hook):
         if not 0.0 < recalib_momentum <= 1.0:
             raise ValueError('OffsetHook.recalib_momentum must be in (0, 1], '
                              f'got {recalib_momentum}')
+        if offset_init not in OFFSET_INITS:
+            raise ValueError(f'OffsetHook.offset_init must be one of '
+                             f'{OFFSET_INITS}, got {offset_init!r}')
+        if offset_policy not in OFFSET_POLICIES:
+            raise ValueError(f'OffsetHook.offset_policy must be one of '
+                             f'{OFFSET_POLICIES}, got {offset_policy!r}')
+        self.offset_init, self.offset_policy = offset_init, offset_policy
         self.seed = seed
         self.recalib_interval = recalib_interval
         self.recalib_momentum = recalib_momentum
@@ -144,18 +164,26 @@ class OffsetHook(Hook):
                   torch.get_rng_state())
         try:
             batches = self._batches(runner, model)
-            stats = calibrate(model.generator, batches,
-                              percentile_j=self.percentile_j)
-            apply_calibration(model.generator, stats, self.ratio,
-                              self.shift, self.scale)
+            stats = calibrate_model(
+                model.generator, batches, ratio=self.ratio, shift=self.shift,
+                scale=self.scale, percentile_j=self.percentile_j,
+                offset_init=self.offset_init, policy=self.offset_policy)
+            if get_world_size() > 1:
+                self._broadcast(convs, stats)
+            errors = quantization_error(model.generator, batches)
         finally:
             random.setstate(states[0])
             np.random.set_state(states[1])
             torch.set_rng_state(states[2])
-        if get_world_size() > 1:
-            self._broadcast(convs, stats)
         self.stats = {n: s.to_dict() for n, s in stats.items()}
         self._log(self.stats)
+        runner.message_hub.update_info('odm_quant_error', errors)
+        n = max(len(errors), 1)
+        act = sum(e['act'] for e in errors.values()) / n
+        wgt = sum(e['weight'] for e in errors.values()) / n
+        print_log('ODM calibration: mean quantization noise-to-signal at step '
+                  f'0: activations {act:.4f}, weights {wgt:.4f}',
+                  logger='current')
 
     def after_train_iter(self, runner, batch_idx: int, data_batch=None,
                          outputs=None) -> None:
@@ -192,7 +220,8 @@ class OffsetHook(Hook):
     def _broadcast(convs, stats: Dict[str, LayerStats]) -> None:
         """Make every rank use rank 0's bounds, offsets and choice."""
         for name, m in convs:
-            for t in list(m.act_quantizer.parameters()) + [
+            extra = [m.weight] + ([m.bias] if m.bias is not None else [])
+            for t in list(m.act_quantizer.parameters()) + extra + [
                     m.shift, m.scale, m.shift_enabled, m.scale_enabled]:
                 broadcast(t.data, src=0)
             m.sync_offset_flags()

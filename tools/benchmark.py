@@ -12,8 +12,10 @@ Stages (each one an mmengine Runner built from the repo's configs; see
 3. test each on the preset's sets (mmagic PSNR/SSIM on Y, border = scale),
    count storage and BitOPs (1920 x 1080 output).
 
-Writes ``<work-dir>/results.json`` and, for ``quick``/``paper`` (or with
-``--docs-dir``), ``benchmarks.md``, ``benchmarks.json`` and the figures.
+Writes ``<work-dir>/results.json`` and, for ``edsr``/``quick``/``paper``
+(or with ``--docs-dir``), ``docs/<stem>.md``, ``docs/<stem>.json`` and the
+figures (:data:`REPORTS`: ``edsr`` -> ``benchmarks``, ``quick`` ->
+``benchmarks_quick``), with ``docs/<stem>_notes.md`` appended if present.
 A restarted run skips finished runs and resumes an interrupted one.
 
 Examples::
@@ -23,6 +25,10 @@ Examples::
     python tools/benchmark.py --preset paper --data-root /data/sr \
         --fp32-checkpoint edsr_x4c64b16_1xb16-300k_div2k.pth   # GPU
     python tools/benchmark.py --preset quick --report-only
+    # EDSR-baseline from the T91 teacher, two workers then one collector:
+    python tools/benchmark.py --preset edsr --threads 1 --no-speed \
+        --only pams_w2a2 odm_w2a2 ... &   # (each worker its share)
+    python tools/benchmark.py --preset edsr --sweep --collect
 """
 from __future__ import annotations
 
@@ -38,6 +44,12 @@ sys.path.insert(0, osp.abspath(osp.join(osp.dirname(__file__), '..')))
 from odm_mm.bench.presets import PRESETS, get_preset  # noqa: E402
 
 REPO = osp.abspath(osp.join(osp.dirname(__file__), '..'))
+#: Committed reports: preset -> (file stem in docs/, figures folder).
+#: ``edsr`` (the paper's network) leads docs/benchmarks.md; ``quick`` is the
+#: fast 32ch/8-block smoke check.
+REPORTS = {'edsr': ('benchmarks', 'figures/edsr'),
+           'quick': ('benchmarks_quick', 'figures'),
+           'paper': ('benchmarks_paper', 'figures/paper')}
 
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
@@ -58,13 +70,23 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     p.add_argument('--set', nargs='+', default=[], metavar='FIELD=VALUE',
                    help='override preset fields, e.g. qat_iters=100')
     p.add_argument('--docs-dir', default=None,
-                   help='where benchmarks.md/json and figures/ go (default '
-                   'docs/ for quick and paper, else <work-dir>/report)')
+                   help='where the report and figures go (default docs/ '
+                   'for the presets of REPORTS, else <work-dir>/report)')
     p.add_argument('--notes', default=None,
                    help='Markdown file appended as "Notes on this run" '
-                   '(default <docs-dir>/benchmarks_notes.md if present)')
+                   '(default <docs-dir>/<stem>_notes.md if present)')
     p.add_argument('--report-only', action='store_true',
                    help='only rewrite the report from results.json')
+    p.add_argument('--no-speed', action='store_true',
+                   help='skip the interleaved step-time measurement (for '
+                   'parallel workers that each run a share with --only)')
+    p.add_argument('--collect', action='store_true',
+                   help='train nothing: gather the finished runs (after '
+                   'parallel workers), measure step times, report')
+    p.add_argument('--no-report', action='store_true',
+                   help='write results.json only (parallel workers)')
+    p.add_argument('--threads', type=int, default=None,
+                   help='torch CPU threads of this process')
     return p.parse_args(argv)
 
 
@@ -89,8 +111,9 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
     if args.set:
         preset = preset.with_overrides(**parse_overrides(args.set))
     work_dir = args.work_dir or osp.join('work_dirs', f'bench_{preset.name}')
+    stem, figs = REPORTS.get(preset.name, ('benchmarks', 'figures'))
     docs_dir = args.docs_dir or (
-        osp.join(REPO, 'docs') if preset.name in ('quick', 'paper') else
+        osp.join(REPO, 'docs') if preset.name in REPORTS else
         osp.join(work_dir, 'report'))
     from odm_mm.bench.benchmark import Benchmark
     from odm_mm.bench.pipeline import load_json
@@ -98,12 +121,20 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
     if args.report_only:
         results = load_json(osp.join(work_dir, 'results.json'))
     else:
+        if args.threads:
+            import torch
+            torch.set_num_threads(args.threads)
         results = Benchmark(preset, work_dir, args.data_root,
                             args.fp32_checkpoint, args.only,
-                            args.sweep).run()
-    notes_path = args.notes or osp.join(docs_dir, 'benchmarks_notes.md')
+                            args.sweep, speed=not args.no_speed,
+                            collect=args.collect).run()
+    if args.no_report:
+        return results
+    notes_path = args.notes or osp.join(docs_dir, f'{stem}_notes.md')
     notes = open(notes_path).read() if osp.isfile(notes_path) else None
-    out = write_report(results, docs_dir, notes=notes, repo_root=REPO)
+    out = write_report(results, docs_dir, osp.join(docs_dir, figs),
+                       notes=notes, md_name=f'{stem}.md',
+                       json_name=f'{stem}.json', repo_root=REPO)
     print(console_table(results))
     for key, path in out.items():
         print(f'{key}: {osp.relpath(path)}')

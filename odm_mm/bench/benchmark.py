@@ -27,10 +27,11 @@ from typing import Dict, List, Optional, Sequence, Tuple
 from mmengine.logging import print_log
 from mmengine.registry import init_default_scope
 
-from ..data_root import get_data_root
+from ..data_root import get_data_root, get_models_root
 from .configs import fp32_config, load_composed, qat_config
 from .data import SKIMAGE_TEST, SKIMAGE_TRAIN, prepare_skimage_sets
-from .pipeline import (bicubic_metrics, body_controls, dump_json,
+from .pipeline import (as_editor_checkpoint, bicubic_metrics,
+                       body_controls, dump_json,
                        interleaved_step_times, load_json, machine_info,
                        read_rgb, run_training, super_resolve, test_only)
 from .presets import METHODS, Preset, run_name
@@ -51,6 +52,20 @@ SWEEPS: List[Tuple[str, int, str, dict]] = [
 ]
 
 
+def _models_file(name: Optional[str]) -> Optional[str]:
+    """A preset's FP32 file: as given, or below the models root."""
+    if not name:
+        return None
+    path = name if osp.dirname(name) else osp.join(get_models_root(), name)
+    if not osp.isfile(path):
+        raise FileNotFoundError(
+            f'FP32 checkpoint {path} not found. The EDSR-baseline teacher '
+            'ships in ../shared/models (set ODM_MODELS_ROOT to its folder), '
+            'or pass --fp32-checkpoint FILE (any mmagic EDSR x4 64ch/16 '
+            'blocks checkpoint).')
+    return path
+
+
 class Benchmark:
     """Run one preset end to end.
 
@@ -63,14 +78,21 @@ class Benchmark:
         fp32_checkpoint: Skip stage 1 and quantize this checkpoint.
         only: Run only these run names (default: all of the preset).
         sweep: Also run :data:`SWEEPS` (or ``preset.sweep`` if set).
+        speed: Measure interleaved step times at the end (off for worker
+            processes that share the preset's runs with ``only``).
+        collect: Train nothing new: gather the runs that have finished
+            (several workers, then one collecting call).
     """
 
     def __init__(self, preset: Preset, work_dir: str,
                  data_root: Optional[str] = None,
                  fp32_checkpoint: Optional[str] = None,
                  only: Optional[Sequence[str]] = None,
-                 sweep: bool = False) -> None:
+                 sweep: bool = False, speed: bool = True,
+                 collect: bool = False) -> None:
         self.preset = preset
+        self.speed = speed
+        self.collect = collect
         self.work_dir = osp.abspath(work_dir)
         self.data_root = data_root
         self.fp32_checkpoint = fp32_checkpoint
@@ -79,6 +101,12 @@ class Benchmark:
         os.makedirs(self.work_dir, exist_ok=True)
 
     # ------------------------------------------------------------------ data
+    def test_sets(self, preset: Preset, root: str) -> Tuple[str, ...]:
+        """The preset's test sets plus its optional ones found below root."""
+        return tuple(preset.test_sets) + tuple(
+            s for s in preset.optional_test_sets
+            if s not in preset.test_sets and osp.isdir(osp.join(root, s)))
+
     def data(self) -> Dict[str, Optional[str]]:
         """Where stage 1/2 train and stage 3 tests (generated if needed)."""
         p = self.preset
@@ -145,12 +173,14 @@ class Benchmark:
                   logger='current')
         fp32_dir = osp.join(self.work_dir, 'fp32')
         cfg = fp32_config(p, fp32_dir, d['data_root'], d['train_folder'],
-                          d['test_root'], p.test_sets)
+                          d['test_root'], self.test_sets(p, d['test_root']))
         result_path = osp.join(fp32_dir, 'result.json')
-        given = self.fp32_checkpoint
+        given = self.fp32_checkpoint or _models_file(p.fp32_checkpoint)
         if not given and p.fp32_from_config:
             given = load_composed(list(p.qat_bases)).model.fp32_checkpoint
         if given:
+            given = as_editor_checkpoint(
+                given, osp.join(fp32_dir, 'fp32_editor.pth'))
             fp32 = test_only(cfg, given, result_path,
                              self._after(fp32_dir, lr_path))
             ckpt = given
@@ -168,12 +198,18 @@ class Benchmark:
         runs: Dict[str, Dict] = {}
         todo = self.run_list()
         for i, (name, method, bits, tag, preset) in enumerate(todo):
+            run_dir = osp.join(self.work_dir, 'runs', name)
+            if self.collect and not osp.isfile(
+                    osp.join(run_dir, 'result.json')):
+                print_log(f'[bench] {name}: not run (collect only)',
+                          logger='current')
+                continue
             print_log(f'[bench] stage 2-3: run {i + 1}/{len(todo)} {name} '
                       f'({preset.qat_iters} iterations)', logger='current')
-            run_dir = osp.join(self.work_dir, 'runs', name)
             cfg = qat_config(preset, method, bits, run_dir, name, ckpt,
                              d['data_root'], d['train_folder'],
-                             d['test_root'], preset.test_sets)
+                             d['test_root'],
+                             self.test_sets(preset, d['test_root']))
             res = run_training(cfg, osp.join(run_dir, 'result.json'),
                                self._after(run_dir, lr_path))
             m = METHODS[method]
@@ -185,7 +221,7 @@ class Benchmark:
         plain = {n: osp.join(self.work_dir, 'runs', n) for n, r in
                  runs.items() if not r['tag']}
         speed = load_json(speed_path) if osp.isfile(speed_path) else {}
-        if plain and set(plain) - set(speed):
+        if self.speed and plain and set(plain) - set(speed):
             print_log('[bench] interleaved step-time measurement of '
                       f'{len(plain)} runs', logger='current')
             speed = interleaved_step_times(

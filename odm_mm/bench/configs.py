@@ -196,8 +196,11 @@ def qat_config(preset: Preset, method: str, bits: int, work_dir: str,
     model.quant_cfg.update(w_bits=bits, a_bits=bits, method=m.quant)
     model.fp32_checkpoint = fp32_checkpoint
     model.var_loss = dict(type='VarianceRegLoss',
-                          loss_weight=preset.lambda_v) if m.var_loss \
+                          loss_weight=preset.lambda_v,
+                          normalize=preset.lambda_v_norm) if m.var_loss \
         else None
+    if preset.skt_feature is not None:
+        model.feature_module, model.feature_tap = preset.skt_feature
     base_ow = cfg.get('odm_optim_wrapper', cfg.optim_wrapper)
     if m.mode is None:
         new_ow = ConfigDict(cfg.get('odm_pams_optim_wrapper') or dict(
@@ -218,7 +221,9 @@ def qat_config(preset: Preset, method: str, bits: int, work_dir: str,
                        dict(type='OffsetHook', ratio=0.3)))
     offset.update(num_batches=preset.calib_batches, shift=m.offsets,
                   scale=m.offsets, recalib_interval=preset.recalib_interval,
-                  recalib_momentum=preset.recalib_momentum)
+                  recalib_momentum=preset.recalib_momentum,
+                  offset_init=preset.offset_init,
+                  offset_policy=preset.offset_policy)
     hooks = [h for h in old_hooks
              if h['type'] not in ('BasicVisualizationHook', 'OffsetHook',
                                   'BenchRecorderHook')]

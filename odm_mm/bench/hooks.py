@@ -52,6 +52,8 @@ class BenchRecorderHook(Hook):
         self.test_metrics: Optional[Dict] = None
         self._t0: Optional[float] = None
         self._train_start: Optional[float] = None
+        self.layer_widths_start: Optional[Dict[str, float]] = None
+        self.layer_widths_end: Optional[Dict[str, float]] = None
 
     @staticmethod
     def _model(runner):
@@ -68,6 +70,8 @@ class BenchRecorderHook(Hook):
 
     def before_train_iter(self, runner, batch_idx: int,
                           data_batch=None) -> None:  # noqa: D102
+        if self.layer_widths_start is None:
+            self._record_start_widths(runner)
         self._t0 = time.perf_counter()
         self._c0 = time.process_time()
 
@@ -79,9 +83,12 @@ class BenchRecorderHook(Hook):
         for k, v in (outputs or {}).items():
             if isinstance(v, torch.Tensor) and v.numel() == 1:
                 rec[k] = float(v.detach())
-        ratio = getattr(runner.optim_wrapper, 'last_conflict_ratio', None)
-        if ratio is not None:
-            rec['conflict_ratio'] = float(ratio)
+        gs = getattr(runner.optim_wrapper, 'last_gate_stats', None)
+        if gs is not None:
+            rec.update(conflict_ratio=gs.conflict_ratio,
+                       grad_ratio=gs.grad_ratio,
+                       dominant_frac=gs.dominant / gs.total
+                       if gs.total else 0.0)
         if self.bound_interval and \
                 self.every_n_train_iters(runner, self.bound_interval):
             rec.update(self._bounds(runner))
@@ -90,18 +97,23 @@ class BenchRecorderHook(Hook):
                 self.every_n_train_iters(runner, self.flush_interval):
             self._dump(runner)
 
-    def _bounds(self, runner) -> Dict[str, float]:
-        """Mean ODM range width and mean recorded feature std."""
+    def _widths(self, runner) -> Dict[str, float]:
         model = self._model(runner)
         layers = model.quant_layers() if hasattr(model, 'quant_layers') \
             else []
-        widths = [float(m.act_quantizer.upper - m.act_quantizer.lower)
-                  for _, m in layers if m.method == 'odm']
-        widths += [2 * float(m.act_quantizer.alpha)
-                   for _, m in layers if m.method == 'pams']
+        return {n: float(m.act_quantizer.range_width()) for n, m in layers}
+
+    def _bounds(self, runner) -> Dict[str, float]:
+        """Mean activation range width."""
+        widths = list(self._widths(runner).values())
         return {'range_width': sum(widths) / len(widths)} if widths else {}
 
+    def _record_start_widths(self, runner) -> None:
+        """Per-layer widths right after calibration (OffsetHook ran)."""
+        self.layer_widths_start = self._widths(runner)
+
     def after_train(self, runner) -> None:  # noqa: D102
+        self.layer_widths_end = self._widths(runner)
         self._dump(runner)
 
     def after_test_epoch(self, runner, metrics=None) -> None:
@@ -112,5 +124,8 @@ class BenchRecorderHook(Hook):
         wall = time.perf_counter() - self._train_start \
             if self._train_start else None
         with open(osp.join(runner.work_dir, self.out_file), 'w') as f:
-            json.dump({'wall_s_this_session': wall, 'iters': self.records},
-                      f)
+            json.dump({'wall_s_this_session': wall, 'iters': self.records,
+                       'quant_error_step0':
+                       runner.message_hub.get_info('odm_quant_error'),
+                       'layer_widths_start': self.layer_widths_start,
+                       'layer_widths_end': self.layer_widths_end}, f)

@@ -10,6 +10,7 @@ interrupted one from its last checkpoint.
 from __future__ import annotations
 
 import gc
+import math
 import json
 import os
 import os.path as osp
@@ -28,7 +29,7 @@ from mmengine.runner import Runner
 from ..analysis.complexity import count_complexity
 from . import hooks as _hooks  # noqa: F401  (registers BenchRecorderHook)
 
-__all__ = ['machine_info', 'dump_json', 'load_json', 'summarize_log',
+__all__ = ['as_editor_checkpoint', 'machine_info', 'dump_json', 'load_json', 'summarize_log',
            'parse_metrics', 'run_training', 'bicubic_metrics',
            'super_resolve', 'read_rgb', 'test_only', 'upscale_metrics',
            'body_controls', 'interleaved_step_times']
@@ -106,6 +107,45 @@ def summarize_log(log: Dict, warmup: float = 0.1,
               if 'range_width' in r]
     if widths:
         out['curves']['range_width'] = widths
+    out.update(_diagnostics(log, recs))
+    return out
+
+
+def _mean(vals: List[float]) -> Optional[float]:
+    return statistics.fmean(vals) if vals else None
+
+
+def _diagnostics(log: Dict, recs: List[Dict]) -> Dict:
+    """What explains a result: gradient ratio, sum of sigma, ranges, error.
+
+    ``grad_ratio_mean``: mean ``||g_V|| / ||g_R||`` over the updates;
+    ``dominant_frac_mean``: mean share of elements with ``|g_V| > |g_R|``;
+    ``loss_var_first/last``: L_V over the first/last 10% of iterations;
+    ``range_width_start/end``: mean activation range width after
+    calibration and after training; ``quant_error_step0``: mean activation /
+    weight quantization noise-to-signal after calibration (OffsetHook).
+    """
+    out: Dict = {}
+    n = max(len(recs) // 10, 1)
+    for key in ('grad_ratio', 'dominant_frac'):
+        v = [r[key] for r in recs if key in r and math.isfinite(r[key])]
+        if v:
+            out[f'{key}_mean'] = _mean(v)
+    lv = [r['loss_var'] for r in recs if 'loss_var' in r]
+    if lv:
+        out['loss_var_first'] = _mean(lv[:n])
+        out['loss_var_last'] = _mean(lv[-n:])
+    for key, name in (('layer_widths_start', 'range_width_start'),
+                      ('layer_widths_end', 'range_width_end')):
+        w = log.get(key)
+        if w:
+            out[name] = _mean(list(w.values()))
+    err = log.get('quant_error_step0')
+    if err:
+        out['quant_error_step0'] = dict(
+            act=_mean([e['act'] for e in err.values()]),
+            weight=_mean([e['weight'] for e in err.values()]),
+            per_layer=err)
     return out
 
 
@@ -287,6 +327,28 @@ def body_controls(cfg: Config, checkpoint: str, root: str, sets: List[str],
             tail.bias.zero_()
         out['no_body'] = upscale_metrics(root, sets, scale,
                                          lambda lr: super_resolve(model, lr))
+    return out
+
+
+def as_editor_checkpoint(path: str, out: str) -> str:
+    """``path`` if it is an mmagic editor checkpoint (``generator.*`` keys),
+    else a copy with those keys written to ``out`` (once).
+
+    Bare generator files (e.g. ``../shared/models/*.pth``) load into
+    ODMEditModel as they are, but the FP32 test stage loads the file into a
+    ``BaseEditModel`` with ``load_from``, which needs the prefix.
+    """
+    from mmengine.runner.checkpoint import _load_checkpoint
+    if osp.isfile(out):
+        return out
+    ckpt = _load_checkpoint(path, map_location='cpu')
+    state = ckpt.get('state_dict', ckpt)
+    if any(k.startswith('generator.') for k in state):
+        return path
+    os.makedirs(osp.dirname(out), exist_ok=True)
+    torch.save(dict(meta=dict(source=osp.abspath(path)),
+                    state_dict={f'generator.{k}': v
+                                for k, v in state.items()}), out)
     return out
 
 

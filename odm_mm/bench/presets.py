@@ -115,6 +115,15 @@ class Preset:
             :mod:`odm_mm.bench.data`) and an optional centre crop.
         train_repeat: Repeat the training set this many times per epoch
             (mmengine ``RepeatDataset``; for sets smaller than a batch).
+        fp32_checkpoint: Quantize this FP32 file (no stage 1 training);
+            a name without a folder is looked up in
+            :func:`odm_mm.data_root.get_models_root`.
+        optional_test_sets: Also tested when the data root has them.
+        lambda_v_norm: ``VarianceRegLoss.normalize`` (``'none'``/
+            ``'range'``).
+        offset_init, offset_policy: OffsetHook options.
+        skt_feature: ``(module, 'input'|'output')`` of the SKT tap (None:
+            the model's default).
     """
     name: str
     description: str
@@ -151,6 +160,12 @@ class Preset:
     skimage_test: Tuple[str, ...] = ()
     skimage_crop: Optional[int] = None
     train_repeat: int = 1
+    fp32_checkpoint: Optional[str] = None
+    optional_test_sets: Tuple[str, ...] = ()
+    lambda_v_norm: str = 'none'
+    offset_init: str = 'identity'
+    offset_policy: str = 'both'
+    skt_feature: Optional[Tuple[str, str]] = None
 
     def to_dict(self) -> dict:
         """JSON-friendly dict of every field."""
@@ -175,6 +190,32 @@ def _all(bits: int, methods: List[str]) -> List[Tuple[str, int]]:
 _QUICK_RUNS = (_all(2, ['pams', 'odm_q', 'var_plain', 'var_coop', 'offsets',
                         'odm'])
                + _all(4, ['pams', 'odm']))
+
+# EDSR-baseline sweep (issue: make L_V / offsets pay off, or show why not):
+# a shorter budget than the headline runs, tested on Set5 and Set14.
+_S = dict(qat_iters=150, test_sets=('Set5', 'Set14'), optional_test_sets=())
+_EDSR_SWEEP: List[Tuple[str, int, str, dict]] = [
+    ('odm_q', 2, 's150', dict(_S)),  # the control at the sweep budget
+    ('odm', 2, 's150', dict(_S)),
+    ('var_coop', 2, 'lv1e-2', dict(_S, lambda_v=1e-2)),
+    ('var_plain', 2, 'lv1e-2', dict(_S, lambda_v=1e-2)),
+    ('odm', 2, 'offstats', dict(_S, offset_init='stats')),
+    ('offsets', 2, 'offstats', dict(_S, offset_init='stats')),
+    ('var_coop', 2, 'lvrange1e-2', dict(_S, lambda_v=1e-2,
+                                        lambda_v_norm='range')),
+    ('odm_q', 2, 'sktpre', dict(_S, skt_feature=('conv_after_body',
+                                                 'output'))),
+    ('var_coop', 2, 'lv3e-2', dict(_S, lambda_v=3e-2)),
+    ('var_plain', 2, 'lv3e-2', dict(_S, lambda_v=3e-2)),
+    ('odm', 2, 'rlr1', dict(_S, range_lr_mult=1.0)),
+    ('odm', 2, 'one', dict(_S, offset_policy='one')),
+    ('var_coop', 2, 'lvrange1e-1', dict(_S, lambda_v=1e-1,
+                                        lambda_v_norm='range')),
+    ('var_coop', 2, 'lv1e-3', dict(_S, lambda_v=1e-3)),
+    ('var_plain', 2, 'lv1e-3', dict(_S, lambda_v=1e-3)),
+    ('var_coop', 2, 'lv3e-3', dict(_S, lambda_v=3e-3)),
+    ('var_plain', 2, 'lv3e-3', dict(_S, lambda_v=3e-3)),
+]
 
 PRESETS: Dict[str, Preset] = {
     'smoke': Preset(
@@ -215,6 +256,20 @@ PRESETS: Dict[str, Preset] = {
               + _all(2, ['pams', 'var_plain', 'var_coop', 'offsets',
                          'odm'])),
         test_sets=('Set5', 'Set14', 'B100', 'Urban100')),
+    'edsr': Preset(
+        name='edsr',
+        description="the paper's EDSR-baseline (64ch/16 blocks) x4: the "
+        'FP32 teacher trained on T91 (../shared/models, no stage 1), QAT '
+        '300 it x 8 on T91 96 px HR patches, Set5/Set14/B100 (+Urban100 '
+        'when present)',
+        fp32_checkpoint='edsr_x4c64b16_t91_fp32.pth',
+        mid_channels=64, num_blocks=16, qat_iters=300, qat_batch=8,
+        gt_patch=96, log_interval=25,
+        runs=(_all(2, ['pams', 'odm_q', 'var_plain', 'var_coop', 'offsets',
+                       'odm'])
+              + _all(4, ['pams', 'odm_q', 'odm'])),
+        sweep=_EDSR_SWEEP, optional_test_sets=('Urban100',),
+        budget_min=150),
 }
 
 

@@ -17,7 +17,8 @@ from .presets import ABLATION
 from .targets import TARGETS, check_targets, targets_md
 
 __all__ = ['TARGETS', 'check_targets', 'table1', 'table5', 'speed_table',
-           'sweep_table', 'console_table', 'write_report', 'relativize']
+           'sweep_table', 'diagnostics_table', 'console_table',
+           'write_report', 'relativize']
 
 def _sets(results: Dict) -> List[str]:
     return list(results['preset']['test_sets'])
@@ -169,6 +170,48 @@ def sweep_table(results: Dict) -> str:
     return '\n'.join(lines)
 
 
+def _f(v, fmt: str = '.3f') -> str:
+    return '-' if v is None else format(v, fmt)
+
+
+def diagnostics_table(results: Dict) -> str:
+    """Per run: what explains its PSNR (see ``pipeline._diagnostics``).
+
+    Columns: ``||g_V||/||g_R||`` and the share of elements where L_V's
+    gradient is the larger one (means over the updates), the summed feature
+    std ``sum_i sigma(x_i)`` at the start and end of training (L_V /
+    lambda_V, plain L_V only), the mean activation range width after
+    calibration and after training, and the mean quantization
+    noise-to-signal (MSE / variance) of activations and weights after
+    calibration.
+    """
+    lines = ['| Run | Set5 PSNR | g_V/g_R | share abs(g_V)>abs(g_R) | '
+             'sum sigma start -> end | range width start -> end | '
+             'NSR act / weight at step 0 |',
+             '|---|---|---|---|---|---|---|']
+    for name, e in results['runs'].items():
+        t = e.get('train', {})
+        ov = e.get('overrides', {})
+        lam = ov.get('lambda_v', results['preset']['lambda_v'])
+        norm = ov.get('lambda_v_norm', 'none')
+        sig = '-'
+        if 'loss_var_first' in t and norm == 'none' and lam:
+            sig = (f'{t["loss_var_first"] / lam:.2f} -> '
+                   f'{t["loss_var_last"] / lam:.2f}')
+        elif 'loss_var_first' in t:
+            sig = (f'({t["loss_var_first"] / lam:.2f} -> '
+                   f'{t["loss_var_last"] / lam:.2f} normalised)')
+        q = t.get('quant_error_step0') or {}
+        s5 = e['metrics'].get('Set5', {}).get('psnr')
+        lines.append(
+            f'| {name} | {_f(s5, ".2f")} | {_f(t.get("grad_ratio_mean"), ".2e")}'
+            f' | {_f(t.get("dominant_frac_mean"), ".4f")} | {sig} | '
+            f'{_f(t.get("range_width_start"))} -> '
+            f'{_f(t.get("range_width_end"))} | '
+            f'{_f(q.get("act"), ".4f")} / {_f(q.get("weight"), ".4f")} |')
+    return '\n'.join(lines)
+
+
 def console_table(results: Dict, names: Optional[Sequence[str]] = None
                   ) -> str:
     """Plain-text table (FP32, bicubic and runs) for terminals."""
@@ -291,8 +334,12 @@ def write_report(results: Dict, docs_dir: str,
           f'{results.get("cpu_s", {}).get("total_recorded", 0) / 60:.1f} '
           'min, i.e. about half of it as wall time on 2 otherwise idle '
           'cores',
-          f'* FP32: {p["fp32_iters"]} it, batch {p["fp32_batch"]}, lr '
-          f'{p["fp32_lr"]}; QAT: {p["qat_iters"]} it, batch '
+          (f'* FP32: {p["fp32_iters"]} it, batch {p["fp32_batch"]}, lr '
+           f'{p["fp32_lr"]}' if results['fp32'].get('train') else
+           '* FP32: the given teacher `' + osp.basename(str(
+               p.get('fp32_checkpoint') or results.get('fp32_checkpoint')))
+           + '` (no FP32 training)') +
+          f'; QAT: {p["qat_iters"]} it, batch '
           f'{p["qat_batch"]}, lr {p["qat_lr"]} (ranges/offsets x'
           f'{p["range_lr_mult"]:g}), lambda_V {p["lambda_v"]:g}, HR patch '
           f'{p["gt_patch"]}, OffsetHook p=0.3 recalib_interval '
@@ -306,8 +353,11 @@ def write_report(results: Dict, docs_dir: str,
           targets_md(checks) or '(no target applies to this preset)', '']
     sweep = sweep_table(results)
     if sweep:
-        md += ['## Range co-adaptation sweep (full ODM, W2A2)', '', sweep,
-               '']
+        md += ['## Sweep (tagged runs vs their untagged default)', '',
+               sweep, '']
+    md += ['## Diagnostics', '', diagnostics_table.__doc__.split(
+        '\n\n', 1)[1].replace('\n    ', ' ').strip(), '',
+        diagnostics_table(results), '']
     if figs:
         md += ['## Figures', '']
         md += [f'![{k}]({rel(v)})' for k, v in figs.items()] + ['']

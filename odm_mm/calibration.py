@@ -237,15 +237,6 @@ def select_offsets(m_mu: List[float], m_sigma: List[float], ratio: float,
     return sel_mu, sel_sig
 
 
-def _init_bounds(conv, st: LayerStats) -> None:
-    """Initialise an activation quantizer from one layer's statistics."""
-    q = conv.act_quantizer
-    if conv.method == 'pams':
-        q.init_from_range(-st.absmax, st.absmax)
-    else:
-        q.init_from_range(st.lower, st.upper)
-
-
 @torch.no_grad()
 def apply_calibration(model: nn.Module, stats: Dict[str, LayerStats],
                       ratio: float = 0.3, shift: bool = True,
@@ -272,7 +263,7 @@ def apply_calibration(model: nn.Module, stats: Dict[str, LayerStats],
         conv = model.get_submodule(name)
         st = stats[name]
         if init_bounds:
-            _init_bounds(conv, st)
+            conv.act_quantizer.init_from_stats(st)
         conv.shift.data.zero_()
         conv.scale.data.fill_(1.0)
         conv.set_offsets(s_mu, s_sig)
@@ -345,7 +336,7 @@ def calibrate_model(model: nn.Module, batches: List,
         for name, st in again.items():
             conv = model.get_submodule(name)
             if isinstance(conv, QuantConv):
-                _init_bounds(conv, st)
+                conv.act_quantizer.init_from_stats(st)
             else:
                 conv.init_from_range(st.lower, st.upper)
     return stats

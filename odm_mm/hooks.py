@@ -55,9 +55,10 @@ class OffsetHook(Hook):
             bounds of the ODM quantizers are pulled towards the current
             percentiles of the (offset) features of the training batch:
             ``bound <- (1 - m) bound + m P_j`` (m = ``recalib_momentum``),
-            measured with quantization on. This ties the ranges to the
-            distribution that L_V is shrinking (not in the paper; off by
-            default, see docs/odm_design.md).
+            measured with quantization on (each activation quantizer's
+            ``pull_``; PAMS's has no such rule and stays). This ties the
+            ranges to the distribution that L_V is shrinking (not in the
+            paper; off by default, see docs/odm_design.md).
         recalib_momentum: m above, in (0, 1].
         seed: Seed of the calibration batch draw (``seed + rank``: under
             DDP each rank measures its own patches, then rank 0's result is
@@ -193,7 +194,7 @@ class OffsetHook(Hook):
             return
         model = self._model(runner)
         gen = model.generator
-        convs = [(n, m) for n, m in model.quant_layers() if m.method == 'odm']
+        convs = model.quant_layers()
         was_training = gen.training
         gen.eval()
         try:
@@ -203,17 +204,13 @@ class OffsetHook(Hook):
                     gen(inputs)
         finally:
             gen.train(was_training)
-        m = self.recalib_momentum
-        with torch.no_grad():
-            for name, conv in convs:
-                st = obs[name].stats()
-                lo = (1 - m) * conv.act_quantizer.lower + m * st.lower
-                up = (1 - m) * conv.act_quantizer.upper + m * st.upper
-                if get_world_size() > 1:
-                    broadcast(lo, src=0)
-                    broadcast(up, src=0)
-                conv.act_quantizer.lower.data.copy_(lo)
-                conv.act_quantizer.upper.data.copy_(up)
+        for name, conv in convs:
+            # quantizers without a re-calibration rule (PAMS) stay as they are
+            if conv.act_quantizer.pull_(obs[name].stats(),
+                                        self.recalib_momentum) and \
+                    get_world_size() > 1:
+                for p in conv.act_quantizer.parameters():
+                    broadcast(p.data, src=0)
 
     @staticmethod
     @torch.no_grad()

@@ -42,12 +42,10 @@ from typing import Any, Optional
 import torch
 from torch import Tensor, nn
 
-from .quantizers import (ActQuantizer, PAMSActQuantizer, PAMSWeightQuantizer,
-                         WeightQuantizer, check_bits, fake_quant)
+from .quantizers import check_bits, fake_quant, quantizer_classes
 
 __all__ = ['QuantConv', 'quantize_offset', 'feature_std']
 
-METHODS = ('odm', 'pams')
 STD_MODES = ('tensor', 'sample')
 
 
@@ -92,8 +90,11 @@ class QuantConv(nn.Conv2d):
             groups, bias, padding_mode: as :class:`torch.nn.Conv2d`.
         w_bits: Weight bit-width (1..8).
         a_bits: Activation (input feature) bit-width (1..8).
-        method: ``'odm'`` (two learnable bounds, percentile weight range) or
-            ``'pams'`` (symmetric learnable max-scale, max-abs weights).
+        method: A name of :data:`odm_mm.quantizers.QUANTIZERS`: ``'odm'``
+            (two learnable bounds, percentile weight range), ``'pams'``
+            (symmetric learnable max-scale, max-abs weights) or a registered
+            one. The bit-widths live in the quantizers (``w_bits`` and
+            ``a_bits`` read them).
         percentile_j: j for the percentile weight range of ``'odm'``.
         offset_bits: Bit-width of S_mu and S_sigma (paper: 4; 32 = float).
         std_mode: ``'tensor'`` or ``'sample'``, see :func:`feature_std`.
@@ -121,23 +122,15 @@ class QuantConv(nn.Conv2d):
         super().__init__(in_channels, out_channels, kernel_size, stride,
                          padding, dilation, groups, bias, padding_mode,
                          device=device, dtype=dtype)
-        check_bits(w_bits, 'w_bits')
-        check_bits(a_bits, 'a_bits')
         check_bits(offset_bits, 'offset_bits')
-        if method not in METHODS:
-            raise ValueError(f'method must be one of {METHODS}, got '
-                             f'{method!r}')
+        act_cls, weight_cls = quantizer_classes(method)
         if std_mode not in STD_MODES:
             raise ValueError(f'std_mode must be one of {STD_MODES}, got '
                              f'{std_mode!r}')
-        self.w_bits, self.a_bits, self.method = w_bits, a_bits, method
+        self.method = method
         self.offset_bits, self.std_mode = offset_bits, std_mode
-        if method == 'odm':
-            self.act_quantizer = ActQuantizer(a_bits)
-            self.weight_quantizer = WeightQuantizer(w_bits, percentile_j)
-        else:
-            self.act_quantizer = PAMSActQuantizer(a_bits)
-            self.weight_quantizer = PAMSWeightQuantizer(w_bits)
+        self.act_quantizer = act_cls(a_bits)
+        self.weight_quantizer = weight_cls(w_bits, percentile_j=percentile_j)
         factory = dict(device=device, dtype=dtype)
         self.shift = nn.Parameter(torch.zeros(in_channels, **factory))
         self.scale = nn.Parameter(torch.ones(in_channels, **factory))
@@ -151,6 +144,16 @@ class QuantConv(nn.Conv2d):
         self.record_std = False
         self.feature_std: Optional[Tensor] = None
         self.observer: Optional[Any] = None
+
+    @property
+    def w_bits(self) -> int:
+        """Weight bit-width (held by the weight quantizer)."""
+        return self.weight_quantizer.bits
+
+    @property
+    def a_bits(self) -> int:
+        """Activation bit-width (held by the activation quantizer)."""
+        return self.act_quantizer.bits
 
     # ------------------------------------------------------------------ build
     @classmethod

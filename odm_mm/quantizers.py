@@ -2,6 +2,24 @@
 
 Torch-only: nothing here imports mmengine/mmcv/mmagic.
 
+The quantizer interface. Every quantizer of a
+:class:`~odm_mm.layers.QuantConv` is a :class:`Quantizer` and owns its
+behaviour, so callers never branch on a method name:
+
+* ``forward`` (fake quantization with its STE);
+* ``codes(t)`` / ``dequantize(codes, t)``: its integer form, with
+  ``dequantize(codes(t), t) == forward(t)`` bit for bit, and
+  ``integer_form(t)`` (:class:`IntegerForm`: ``t_q = offset + (code - zero)
+  * scale``, the clip range, the named float parameters a runtime stores);
+* ``range_values``: how many float values store its range (storage figure);
+* activation quantizers (:class:`ActQuantizerBase`) also
+  ``init_from_stats`` (calibration statistics), ``range_width``,
+  ``repair_`` and ``pull_`` (optional periodic re-calibration).
+
+A method is a pair ``(activation class, weight class)`` in
+:data:`QUANTIZERS` (``'odm'``, ``'pams'``); :func:`register_quantizer` adds
+one (docs/quantizers.md shows a toy example).
+
 Conventions (documented choices where the paper is silent):
 
 * ``Int(.)`` of Eq. 1 is :func:`torch.round` (round half to even). It is the
@@ -18,15 +36,18 @@ Conventions (documented choices where the paper is silent):
 from __future__ import annotations
 
 import math
-from typing import Tuple
+from dataclasses import dataclass
+from typing import Any, Dict, Optional, Tuple, Type
 
 import torch
 from torch import Tensor, nn
 
 __all__ = [
     'RoundSTE', 'round_ste', 'fake_quant', 'percentile', 'percentile_range',
-    'ActQuantizer', 'WeightQuantizer', 'PAMSActQuantizer',
-    'PAMSWeightQuantizer', 'check_bits'
+    'IntegerForm', 'Quantizer', 'ActQuantizerBase', 'ActQuantizer',
+    'WeightQuantizer', 'PAMSActQuantizer', 'PAMSWeightQuantizer',
+    'check_bits', 'QUANTIZERS', 'register_quantizer', 'quantizer_classes',
+    'eq1_integer_form', 'eq1_codes', 'eq1_dequantize'
 ]
 
 # torch.topk works on any size; torch.quantile refuses inputs above 2**24
@@ -126,7 +147,114 @@ def _repair_range(lower: Tensor, upper: Tensor,
     return lower, torch.maximum(upper, lower + eps)
 
 
-class ActQuantizer(nn.Module):
+@dataclass
+class IntegerForm:
+    """The integer form of a quantizer at its current range.
+
+    ``t_q = offset + (code - zero) * scale`` with integer ``code`` in
+    ``[0, levels - 1]`` for an input clipped to ``[clip_lo, clip_hi]``.
+    ``params`` are the named float tensors a deployed model stores to
+    rebuild the range (their count is ``range_values``).
+    """
+    scale: Tensor
+    offset: Tensor
+    zero: int
+    levels: int
+    clip_lo: Tensor
+    clip_hi: Tensor
+    params: Dict[str, Tensor]
+
+    @property
+    def code_bits(self) -> int:
+        """Bits needed to store a code (``ceil(log2(levels))``)."""
+        return max(1, math.ceil(math.log2(self.levels)))
+
+    @property
+    def signed(self) -> bool:
+        """True when ``code - zero`` is symmetric around 0 (zero > 0)."""
+        return self.zero > 0
+
+
+class Quantizer(nn.Module):
+    """Base of every activation and weight quantizer (see module docstring).
+
+    Args:
+        bits: Bit-width (1..8).
+        name: What the bit-width is called in error messages.
+    """
+
+    #: Float values that store the range in a deployed model.
+    range_values: int = 2
+
+    def __init__(self, bits: int, name: str = 'bits') -> None:
+        super().__init__()
+        self.bits = check_bits(bits, name)
+
+    def integer_form(self, t: Optional[Tensor] = None) -> IntegerForm:
+        """The :class:`IntegerForm` (weights: of the tensor ``t``)."""
+        raise NotImplementedError
+
+    def codes(self, t: Tensor) -> Tensor:
+        """Integer codes in ``[0, levels - 1]`` (float dtype) of ``t``."""
+        raise NotImplementedError
+
+    def dequantize(self, codes: Tensor, t: Optional[Tensor] = None
+                   ) -> Tensor:
+        """Values of ``codes``, computed exactly as :meth:`forward` does."""
+        raise NotImplementedError
+
+    def extra_repr(self) -> str:  # noqa: D102
+        return f'bits={self.bits}'
+
+
+class ActQuantizerBase(Quantizer):
+    """Base of activation quantizers: learnable range, calibrated once.
+
+    Args:
+        bits: Activation bit-width (1..8).
+        eps: Minimum range width (a collapsed range is repaired).
+    """
+
+    def __init__(self, bits: int, eps: float = 1e-4) -> None:
+        super().__init__(bits, 'a_bits')
+        self.eps = eps
+        self.register_buffer('initialized', torch.tensor(False))
+
+    def init_from_range(self, lower: float, upper: float) -> None:
+        """Set the range from ``(lower, upper)`` of the feature."""
+        raise NotImplementedError
+
+    def init_from_stats(self, stats: Any) -> None:
+        """Set the range from calibration statistics (``LayerStats``:
+        ``lower``/``upper`` percentiles, ``absmax``); default: the
+        percentiles."""
+        self.init_from_range(stats.lower, stats.upper)
+
+    def range_width(self) -> Tensor:
+        """Width of the clip range (with gradient; detach to use as a
+        scale)."""
+        raise NotImplementedError
+
+    def repair_(self) -> bool:
+        """Fix a collapsed range in place; True if it had to."""
+        raise NotImplementedError
+
+    @torch.no_grad()
+    def pull_(self, stats: Any, momentum: float) -> bool:
+        """Move the range towards fresh statistics (periodic
+        re-calibration, ``OffsetHook(recalib_interval)``). Default: not
+        supported, nothing changes; returns whether it moved."""
+        return False
+
+    def codes(self, t: Tensor) -> Tensor:  # noqa: D102
+        return self._codes(t.detach())
+
+    def dequantize(self, codes: Tensor, t: Optional[Tensor] = None
+                   ) -> Tensor:  # noqa: D102
+        return self._dequantize(codes)
+
+
+class ActQuantizer(ActQuantizerBase):
     """ODM activation quantizer: Eq. 1 with two learnable bounds.
 
     The bounds are created with their final shape (scalars) here and filled
@@ -140,12 +268,9 @@ class ActQuantizer(nn.Module):
     """
 
     def __init__(self, bits: int, eps: float = 1e-4) -> None:
-        super().__init__()
-        self.bits = check_bits(bits, 'a_bits')
-        self.eps = eps
+        super().__init__(bits, eps)
         self.lower = nn.Parameter(torch.tensor(-1.0))
         self.upper = nn.Parameter(torch.tensor(1.0))
-        self.register_buffer('initialized', torch.tensor(False))
 
     @torch.no_grad()
     def init_from_range(self, lower: float, upper: float) -> None:
@@ -168,6 +293,14 @@ class ActQuantizer(nn.Module):
         self.upper.data.copy_(mid + self.eps)
         return True
 
+    @torch.no_grad()
+    def pull_(self, stats: Any, momentum: float) -> bool:
+        """``bound <- (1 - m) bound + m P_j`` for both bounds."""
+        m = momentum
+        self.lower.data.copy_((1 - m) * self.lower + m * stats.lower)
+        self.upper.data.copy_((1 - m) * self.upper + m * stats.upper)
+        return True
+
     def range_width(self) -> Tensor:
         """``alpha_u - alpha_l`` (with gradient; detach to use as a scale)."""
         return self.upper - self.lower
@@ -175,11 +308,21 @@ class ActQuantizer(nn.Module):
     def forward(self, x: Tensor) -> Tensor:  # noqa: D102
         return fake_quant(x, self.lower, self.upper, self.bits)
 
-    def extra_repr(self) -> str:  # noqa: D102
-        return f'bits={self.bits}'
+    def integer_form(self, t: Optional[Tensor] = None) -> IntegerForm:
+        """Eq. 1: ``x_q = alpha_l + code * s``, codes in [0, 2^b - 1]."""
+        lo, hi = self.lower.detach(), self.upper.detach()
+        return eq1_integer_form(lo, hi, self.bits, dict(lower=lo, upper=hi))
+
+    def _codes(self, x: Tensor) -> Tensor:
+        return eq1_codes(x, self.lower.detach(), self.upper.detach(),
+                          self.bits)
+
+    def _dequantize(self, codes: Tensor) -> Tensor:
+        return eq1_dequantize(codes, self.lower.detach(),
+                               self.upper.detach(), self.bits)
 
 
-class WeightQuantizer(nn.Module):
+class WeightQuantizer(Quantizer):
     """ODM weight quantizer: Eq. 1 with a fixed percentile range (Sec. 3.1).
 
     The range ``[P_j(w), P_{100-j}(w)]`` is recomputed from the current
@@ -192,8 +335,7 @@ class WeightQuantizer(nn.Module):
     """
 
     def __init__(self, bits: int, percentile_j: float = 1.0) -> None:
-        super().__init__()
-        self.bits = check_bits(bits, 'w_bits')
+        super().__init__(bits, 'w_bits')
         if not 0.0 <= percentile_j < 50.0:
             raise ValueError(f'percentile_j must be in [0, 50), got '
                              f'{percentile_j}')
@@ -208,11 +350,25 @@ class WeightQuantizer(nn.Module):
         lo, up = self.weight_range(w)
         return fake_quant(w, lo, up, self.bits)
 
+    def integer_form(self, t: Optional[Tensor] = None) -> IntegerForm:
+        """Eq. 1 over the percentile range of the weight tensor ``t``."""
+        lo, hi = self.weight_range(t.detach())
+        return eq1_integer_form(lo, hi, self.bits, dict(lower=lo, upper=hi))
+
+    def codes(self, t: Tensor) -> Tensor:  # noqa: D102
+        t = t.detach()
+        return eq1_codes(t, *self.weight_range(t), self.bits)
+
+    def dequantize(self, codes: Tensor, t: Optional[Tensor] = None
+                   ) -> Tensor:  # noqa: D102
+        return eq1_dequantize(codes, *self.weight_range(t.detach()),
+                               self.bits)
+
     def extra_repr(self) -> str:  # noqa: D102
         return f'bits={self.bits}, percentile_j={self.percentile_j}'
 
 
-class PAMSActQuantizer(nn.Module):
+class PAMSActQuantizer(ActQuantizerBase):
     """PAMS activation quantizer: symmetric, one learnable max-scale alpha.
 
     ``Q(x) = Int(clip(x, -a, a) * q / a) * a / q`` with ``q = 2^(b-1) - 1``
@@ -224,12 +380,11 @@ class PAMSActQuantizer(nn.Module):
     ``q = 1`` (sign-like levels {-a, 0, a}).
     """
 
+    range_values = 1
+
     def __init__(self, bits: int, eps: float = 1e-4) -> None:
-        super().__init__()
-        self.bits = check_bits(bits, 'a_bits')
-        self.eps = eps
+        super().__init__(bits, eps)
         self.alpha = nn.Parameter(torch.tensor(1.0))
-        self.register_buffer('initialized', torch.tensor(False))
 
     @property
     def qmax(self) -> int:
@@ -242,6 +397,10 @@ class PAMSActQuantizer(nn.Module):
         self.alpha.data.copy_(
             torch.tensor(max(abs(float(lower)), abs(float(upper)), self.eps)))
         self.initialized.fill_(True)
+
+    def init_from_stats(self, stats: Any) -> None:
+        """``alpha`` = the mean per-sample max abs of the features."""
+        self.init_from_range(-stats.absmax, stats.absmax)
 
     @torch.no_grad()
     def repair_(self) -> bool:
@@ -260,16 +419,32 @@ class PAMSActQuantizer(nn.Module):
         clipped = _clip(x, -a, a)
         return round_ste(clipped * self.qmax / a) * a / self.qmax
 
-    def extra_repr(self) -> str:  # noqa: D102
-        return f'bits={self.bits}'
+    def integer_form(self, t: Optional[Tensor] = None) -> IntegerForm:
+        """``x_q = (code - q) * alpha / q``, codes in [0, 2q]."""
+        a = self.alpha.detach()
+        return _sym_form(a, self.qmax, dict(alpha=a))
+
+    def _codes(self, x: Tensor) -> Tensor:
+        return _sym_codes(x, self.alpha.detach(), self.qmax)
+
+    def _dequantize(self, codes: Tensor) -> Tensor:
+        return _sym_dequantize(codes, self.alpha.detach(), self.qmax)
 
 
-class PAMSWeightQuantizer(nn.Module):
-    """PAMS weight quantizer: symmetric with the max |w| of the layer."""
+class PAMSWeightQuantizer(Quantizer):
+    """PAMS weight quantizer: symmetric with the max |w| of the layer.
 
-    def __init__(self, bits: int) -> None:
-        super().__init__()
-        self.bits = check_bits(bits, 'w_bits')
+    Args:
+        bits: Weight bit-width (1..8).
+        percentile_j: Not used (the range is max |w|); accepted so that
+            every weight quantizer is built the same way.
+    """
+
+    range_values = 1
+
+    def __init__(self, bits: int, percentile_j: Optional[float] = None
+                 ) -> None:
+        super().__init__(bits, 'w_bits')
 
     @property
     def qmax(self) -> int:
@@ -286,5 +461,89 @@ class PAMSWeightQuantizer(nn.Module):
         clipped = _clip(w, -m, m)
         return round_ste(clipped * self.qmax / m) * m / self.qmax
 
-    def extra_repr(self) -> str:  # noqa: D102
-        return f'bits={self.bits}'
+    def integer_form(self, t: Optional[Tensor] = None) -> IntegerForm:
+        """``w_q = (code - q) * max|w| / q``, codes in [0, 2q]."""
+        _, m = self.weight_range(t)
+        return _sym_form(m, self.qmax, dict(absmax=m))
+
+    def codes(self, t: Tensor) -> Tensor:  # noqa: D102
+        _, m = self.weight_range(t)
+        return _sym_codes(t.detach(), m, self.qmax)
+
+    def dequantize(self, codes: Tensor, t: Optional[Tensor] = None
+                   ) -> Tensor:  # noqa: D102
+        _, m = self.weight_range(t)
+        return _sym_dequantize(codes, m, self.qmax)
+
+
+# ------------------------------------------- integer forms (shared maths)
+# Eq. 1 over [lo, hi] (public: a new method built on Eq. 1 reuses them) and
+# the symmetric PAMS grid.
+def eq1_integer_form(lo: Tensor, hi: Tensor, bits: int,
+              params: Dict[str, Tensor]) -> IntegerForm:
+    step = (hi - lo) / (2**bits - 1)
+    return IntegerForm(scale=step, offset=lo, zero=0, levels=2**bits,
+                       clip_lo=lo, clip_hi=hi, params=params)
+
+
+def eq1_codes(t: Tensor, lo: Tensor, hi: Tensor, bits: int) -> Tensor:
+    step = (hi - lo) / (2**bits - 1)
+    return torch.round((torch.minimum(torch.maximum(t, lo), hi) - lo) / step)
+
+
+def eq1_dequantize(codes: Tensor, lo: Tensor, hi: Tensor,
+                    bits: int) -> Tensor:
+    return codes * ((hi - lo) / (2**bits - 1)) + lo
+
+
+def _sym_form(a: Tensor, q: int, params: Dict[str, Tensor]) -> IntegerForm:
+    return IntegerForm(scale=a / q, offset=torch.zeros_like(a), zero=q,
+                       levels=2 * q + 1, clip_lo=-a, clip_hi=a,
+                       params=params)
+
+
+def _sym_codes(t: Tensor, a: Tensor, q: int) -> Tensor:
+    return torch.round(torch.minimum(torch.maximum(t, -a), a) * q / a) + q
+
+
+def _sym_dequantize(codes: Tensor, a: Tensor, q: int) -> Tensor:
+    return (codes - q) * a / q
+
+
+# --------------------------------------------------------- the method table
+#: ``method name -> (activation quantizer class, weight quantizer class)``.
+QUANTIZERS: Dict[str, Tuple[Type[ActQuantizerBase], Type[Quantizer]]] = {
+    'odm': (ActQuantizer, WeightQuantizer),
+    'pams': (PAMSActQuantizer, PAMSWeightQuantizer),
+}
+
+
+def register_quantizer(name: str, act_cls: Type[ActQuantizerBase],
+                       weight_cls: Type[Quantizer]) -> None:
+    """Add a quantization method (``QuantConv(method=name)``).
+
+    Args:
+        name: The method name (``quant_cfg.method``).
+        act_cls: Activation quantizer, built as ``act_cls(a_bits)``.
+        weight_cls: Weight quantizer, built as
+            ``weight_cls(w_bits, percentile_j=...)``.
+    """
+    if not (isinstance(act_cls, type) and issubclass(act_cls,
+                                                     ActQuantizerBase)):
+        raise TypeError(f'{name}: the activation quantizer must subclass '
+                        'ActQuantizerBase')
+    if not (isinstance(weight_cls, type) and issubclass(weight_cls,
+                                                        Quantizer)):
+        raise TypeError(f'{name}: the weight quantizer must subclass '
+                        'Quantizer')
+    QUANTIZERS[name] = (act_cls, weight_cls)
+
+
+def quantizer_classes(name: str
+                      ) -> Tuple[Type[ActQuantizerBase], Type[Quantizer]]:
+    """The ``(activation, weight)`` classes of a method, or one clear
+    ValueError naming the registered methods."""
+    if name not in QUANTIZERS:
+        raise ValueError(f'method must be one of {sorted(QUANTIZERS)}, got '
+                         f'{name!r}')
+    return QUANTIZERS[name]

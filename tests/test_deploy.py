@@ -15,7 +15,8 @@ import pytest
 import torch
 from torch import nn
 
-from odm_mm.deploy.export import export_artifact, storage_bits
+from odm_mm.analysis.complexity import storage_bits
+from odm_mm.deploy.export import export_artifact
 from odm_mm.deploy.format import pack_bits, read_artifact, unpack_bits
 from odm_mm.deploy.runtime import load_runtime
 from odm_mm.swap import quant_convs, swap_convs
@@ -241,7 +242,6 @@ def edsr_param_count(mid=64, blocks=16, scale_convs=2, colors=3):
 @pytest.mark.parametrize('method', ['odm', 'pams'])
 def test_artifact_size_matches_storage_figure(tmp_path, method, bits=2,
                                               paper_k=411.7):
-    from odm_mm.analysis.complexity import storage_bits as tool_bits
     torch.manual_seed(0)
     gen = edsr(64, 16)  # the paper's EDSR-baseline x4
     names = swap_convs(gen, w_bits=bits, a_bits=bits, method=method)
@@ -254,8 +254,7 @@ def test_artifact_size_matches_storage_figure(tmp_path, method, bits=2,
     bounds = 2 if method == 'odm' else 1
     expected = ((edsr_param_count() - n_q) * 32 + n_q * bits +
                 32 * bounds * 32 + 2 * 64 * 4)
-    assert storage_bits(gen)['total'] == expected == res.storage['total']
-    assert tool_bits(gen) == expected  # odm_mm.analysis.complexity agrees
+    assert storage_bits(gen) == expected == res.storage_bits
     # Table 4: 411.7K (offsets: + 0.08K for 10 layers in Table 5)
     assert round((expected - 2 * 64 * 4) / 32e3, 1) == paper_k
     # tensors.bin = storage figure + weight ranges (2 or 1 float32 per

@@ -130,7 +130,7 @@ def _storage_rows(model: nn.Module,
         if kind == 'qconv' and active:
             row.w_bits, row.a_bits = m.w_bits, m.a_bits
             if count_weight_ranges:
-                n = 1 if getattr(m, 'method', 'odm') == 'pams' else 2
+                n = m.weight_quantizer.range_values
                 row.params += n
                 row.storage_bits += n * FP_BITS
         if kind != 'params' or row.params:

@@ -157,12 +157,9 @@ def collect(model: nn.Module, items: List[Tuple[str, dict]],
 def layer_range(conv: QuantConv, stats) -> Tuple[float, float, str]:
     """(lower, upper, label) of the quantization range drawn for a layer."""
     if conv.quant_enabled and bool(conv.act_quantizer.initialized):
-        if conv.method == 'pams':
-            a = float(conv.act_quantizer.alpha)
-            return -a, a, f'PAMS range (W{conv.w_bits}A{conv.a_bits})'
-        return (float(conv.act_quantizer.lower),
-                float(conv.act_quantizer.upper),
-                f'learned ODM range (A{conv.a_bits})')
+        form = conv.act_quantizer.integer_form()
+        return (float(form.clip_lo), float(form.clip_hi),
+                f'learned {conv.method} range (W{conv.w_bits}A{conv.a_bits})')
     return stats.lower, stats.upper, 'calibration range (P1/P99)'
 
 

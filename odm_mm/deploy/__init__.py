@@ -8,7 +8,8 @@
 * :mod:`.onnx_export`: ONNX with QuantizeLinear/DequantizeLinear (needs
   ``requirements/deploy.txt``; imported on demand).
 """
-from .export import ExportResult, export_artifact, storage_bits
+from ..analysis.complexity import storage_bits
+from .export import ExportResult, export_artifact
 from .format import read_artifact
 from .runtime import IntegerConv2d, load_runtime
 

@@ -9,32 +9,36 @@ The artifact (container: :mod:`odm_mm.deploy.format`) holds
   part) unchanged, under its state-dict name;
 * ``manifest.json`` naming all tensors and how to rebuild the FP32 network.
 
-Record of a quantized conv (``manifest["quant_layers"][name]``), with
-``s = (upper - lower) / (2^b - 1)`` and all arithmetic as in
-:mod:`odm_mm.quantizers` (round half to even)::
+Record of a quantized conv (``manifest["quant_layers"][name]``). The codes
+and ranges come from the layer's quantizers themselves
+(:meth:`~odm_mm.quantizers.Quantizer.codes`, ``integer_form``: every method
+is ``t_q = offset + (code - zero_point) * scale``, codes in ``[0, levels -
+1]``); ``method`` names the quantizer, whose integer formulas the
+independent runtime (:mod:`odm_mm.deploy.runtime`) re-implements::
 
     conv:   in_channels, out_channels, kernel_size, stride, padding,
             dilation, groups (zero padding only)
     bias:   tensor name or null
-    method "odm":
-      weight: {tensor, bits, code_bits = bits, zero_point = 0, range}
-              range = [lower, upper] (float32, the percentile range);
-              w = lower + code * s
-      act:    {bits, lower, upper} (tensor names of float32 scalars);
-              code = round((clip(x, lower, upper) - lower) / s) in
-              [0, 2^b - 1], x_q = lower + code * s
-    method "pams" (q = max(2^(b-1) - 1, 1)):
-      weight: {tensor, bits, code_bits, zero_point = q, qmax = q, range}
-              range = [max|w|]; stored code = c + q, c in [-q, q];
-              w = c * max|w| / q  (code_bits = bits, 2 for 1-bit PAMS)
-      act:    {bits, alpha, qmax}; code = round(clip(x, -a, a) * q / a) in
-              [-q, q], x_q = code * a / q
+    method: the quantization method (``QuantConv.method``)
+    weight: {tensor, bits, code_bits, zero_point, levels, range}; range =
+            the weight quantizer's ``integer_form`` params, stacked
+    act:    {bits, zero_point, levels, <param>: tensor name, ...} for each
+            ``integer_form`` param of the activation quantizer
+    "odm" (s = (upper - lower) / (2^b - 1)): weight range = [lower, upper]
+          (the percentile range), w = lower + code * s; act params lower,
+          upper; code = round((clip(x, lower, upper) - lower) / s), x_q =
+          lower + code * s; zero_point 0
+    "pams" (q = max(2^(b-1) - 1, 1) = zero_point): weight range = [max|w|],
+          w = (code - q) max|w| / q (code_bits 2 for 1-bit PAMS); act param
+          alpha, code - q = round(clip(x, -a, a) * q / a), x_q = (code - q)
+          a / q
     shift, scale (Eq. 7 / 8, only when enabled, else null; shift first):
       {tensor, bits, range}; bits < 32: v = lo + code * (hi - lo)/(2^b - 1)
       over range = [lo, hi] (lo == hi: v = lo); bits == 32: raw float32.
 
 Storage figure (paper Sec. 4.1, "stored parameters weighted by the precision
-of each value"): :func:`storage_bits`. The artifact adds to it only the
+of each value"): :func:`odm_mm.analysis.complexity.storage_bits`, the one
+storage function of the package. The artifact adds to it only the
 weight ranges (64 bits per ODM layer, 32 per PAMS layer), offset ranges (64
 bits per enabled offset), byte padding of packed tensors, persistent buffers
 and the manifest text.
@@ -42,51 +46,20 @@ and the manifest text.
 from __future__ import annotations
 
 import json
-import math
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Dict, Mapping, Optional
 
 import numpy as np
 import torch
 from torch import Tensor, nn
 
+from ..analysis.complexity import storage_bits
 from ..layers import QuantConv, quantize_offset
 from .format import BLOB, MANIFEST, BlobWriter, write_artifact
 
-__all__ = ['storage_bits', 'export_artifact', 'ExportResult',
+__all__ = ['export_artifact', 'ExportResult', 'weight_codes',
            'generator_info']
-
-
-def storage_bits(model: nn.Module) -> Dict[str, int]:
-    """Storage size of a (swapped) generator in bits, paper convention.
-
-    Every parameter counts ``numel x bits``: QuantConv weights at ``w_bits``;
-    enabled offsets at ``offset_bits``, disabled ones 0; everything else
-    (FP32 layers, biases, quantizer bounds) at its dtype's width. Buffers are
-    not parameters and do not count.
-
-    Returns:
-        ``{'total', 'quant_weights', 'offsets', 'float'}`` in bits;
-        ``total / 32 / 1000`` is the paper's "K" figure (411.7K for EDSR
-        W2A2).
-    """
-    owners = {}
-    for mod in model.modules():
-        for pname, p in mod.named_parameters(recurse=False):
-            owners[id(p)] = (mod, pname)
-    out = dict(quant_weights=0, offsets=0, float=0)
-    for p in model.parameters():
-        mod, pname = owners[id(p)]
-        if isinstance(mod, QuantConv) and pname == 'weight':
-            out['quant_weights'] += p.numel() * mod.w_bits
-        elif isinstance(mod, QuantConv) and pname in ('shift', 'scale'):
-            if bool(getattr(mod, f'{pname}_enabled')):
-                out['offsets'] += p.numel() * mod.offset_bits
-        else:
-            out['float'] += p.numel() * p.element_size() * 8
-    out['total'] = sum(out.values())
-    return out
 
 
 @dataclass
@@ -98,19 +71,20 @@ class ExportResult:
         manifest: The manifest as written.
         artifact_bytes: Size of manifest.json + tensors.bin on disk.
         blob_bytes: Size of tensors.bin.
-        storage: :func:`storage_bits` of the exported generator.
+        storage_bits: The storage figure of the exported generator
+            (:func:`odm_mm.analysis.complexity.storage_bits`).
     """
 
     out_dir: str
     manifest: Dict[str, Any]
     artifact_bytes: int
     blob_bytes: int
-    storage: Dict[str, int] = field(default_factory=dict)
+    storage_bits: int = 0
 
     @property
     def storage_bytes(self) -> float:
-        """The storage figure in bytes (``storage['total'] / 8``)."""
-        return self.storage['total'] / 8
+        """The storage figure in bytes (``storage_bits / 8``)."""
+        return self.storage_bits / 8
 
     @property
     def ratio(self) -> float:
@@ -172,28 +146,20 @@ def _pair(v: Any) -> list:
     return [int(v)] * 2
 
 
-def _weight_codes(layer: QuantConv) -> Dict[str, Any]:
-    """Integer weight codes reproducing ``layer.weight_quantizer`` exactly."""
+def weight_codes(layer: QuantConv) -> Dict[str, Any]:
+    """Integer weight codes reproducing ``layer.weight_quantizer`` exactly
+    (the quantizer's own :meth:`~odm_mm.quantizers.Quantizer.codes`)."""
     wq, w = layer.weight_quantizer, layer.weight.detach()
-    if layer.method == 'odm':
-        lo, hi = wq.weight_range(w)
-        step = (hi - lo) / (2**layer.w_bits - 1)
-        codes = torch.round((torch.minimum(torch.maximum(w, lo), hi) - lo) /
-                            step)
-        deq = codes * step + lo
-        rng, zero, code_bits = torch.stack([lo, hi]), 0, layer.w_bits
-    else:
-        _, m = wq.weight_range(w)
-        q = wq.qmax
-        codes = torch.round(torch.minimum(torch.maximum(w, -m), m) * q / m)
-        deq = codes * m / q
-        rng, zero = m.reshape(1), q
-        code_bits = max(layer.w_bits, math.ceil(math.log2(2 * q + 1)))
-    if not torch.equal(deq, wq(w)):
+    form = wq.integer_form(w)
+    codes = wq.codes(w)
+    if not torch.equal(wq.dequantize(codes, w), wq(w)):
         raise RuntimeError('integer weight codes do not reproduce the weight '
                            'quantizer of this layer (quantizer changed?)')
-    return dict(codes=_np(codes).astype(np.int64) + zero, zero=zero,
-                code_bits=code_bits, range=_np(rng).astype(np.float32))
+    rng = torch.stack([v.reshape(()) for v in form.params.values()])
+    return dict(codes=_np(codes).astype(np.int64), zero=form.zero,
+                levels=form.levels, form=form,
+                code_bits=max(layer.w_bits, form.code_bits),
+                range=_np(rng).astype(np.float32))
 
 
 def _offset_record(writer: BlobWriter, layer: QuantConv, name: str,
@@ -229,24 +195,18 @@ def _layer_record(writer: BlobWriter, name: str,
     if not layer.quant_enabled:
         raise ValueError(f'{name}: quantization is disabled on this layer '
                          '(enable_quant() before exporting)')
-    wc = _weight_codes(layer)
+    wc = weight_codes(layer)
     writer.add_packed(f'{name}.weight', wc['codes'], wc['code_bits'])
     writer.add_raw(f'{name}.weight_range', wc['range'])
     weight = dict(tensor=f'{name}.weight', bits=layer.w_bits,
                   code_bits=wc['code_bits'], zero_point=wc['zero'],
-                  range=f'{name}.weight_range')
-    aq = layer.act_quantizer
-    if layer.method == 'odm':
-        for key in ('lower', 'upper'):
-            writer.add_raw(f'{name}.act_quantizer.{key}',
-                           _np(getattr(aq, key)))
-        act = dict(bits=layer.a_bits, lower=f'{name}.act_quantizer.lower',
-                   upper=f'{name}.act_quantizer.upper')
-    else:
-        weight['qmax'] = layer.weight_quantizer.qmax
-        writer.add_raw(f'{name}.act_quantizer.alpha', _np(aq.alpha))
-        act = dict(bits=layer.a_bits, alpha=f'{name}.act_quantizer.alpha',
-                   qmax=aq.qmax)
+                  levels=wc['levels'], range=f'{name}.weight_range')
+    form = layer.act_quantizer.integer_form()
+    act = dict(bits=layer.a_bits, zero_point=form.zero, levels=form.levels)
+    for key, value in form.params.items():
+        tname = f'{name}.act_quantizer.{key}'
+        writer.add_raw(tname, _np(value))
+        act[key] = tname
     bias = None
     if layer.bias is not None:
         bias = f'{name}.bias'
@@ -298,11 +258,11 @@ def export_artifact(generator: nn.Module, out_dir: str,
     storage = storage_bits(generator)
     manifest = dict(generator=generator_info(generator, generator_cfg),
                     fp32=fp32, quant_layers=records,
-                    storage=dict(paper_bits=storage['total'],
-                                 paper_k=round(storage['total'] / 32e3, 3)))
+                    storage=dict(paper_bits=storage,
+                                 paper_k=round(storage / 32e3, 3)))
     manifest = write_artifact(out_dir, manifest, writer)
     sizes = [os.path.getsize(os.path.join(out_dir, f))
              for f in (MANIFEST, BLOB)]
     return ExportResult(out_dir=out_dir, manifest=manifest,
                         artifact_bytes=sum(sizes), blob_bytes=sizes[1],
-                        storage=storage)
+                        storage_bits=storage)

@@ -47,7 +47,7 @@ import torch
 from torch import Tensor, nn
 
 from ..layers import QuantConv, quantize_offset
-from .export import _weight_codes
+from .export import weight_codes
 
 __all__ = ['export_onnx', 'OnnxExportResult', 'container_bits_for',
            'OPSET_FOR_CONTAINER', 'ORT_DISABLED_OPTIMIZERS', 'ort_session']
@@ -215,18 +215,28 @@ def _int_type(bits: int, signed: bool) -> Any:
 @torch.no_grad()
 def _containers(layer: QuantConv, minimum: Optional[int]) -> Dict[str, int]:
     """Integer widths of the weight and activation QDQ tensors."""
-    code_bits = _weight_codes(layer)['code_bits']
-    act_bits = layer.a_bits
-    if layer.method == 'pams' and layer.act_quantizer.qmax == 1:
-        act_bits = max(act_bits, 2)  # codes -1, 0, 1
+    code_bits = weight_codes(layer)['code_bits']
+    act_bits = max(layer.a_bits, layer.act_quantizer.integer_form().code_bits)
     return dict(weight=container_bits_for(code_bits, minimum),
                 act=container_bits_for(act_bits, minimum))
+
+
+def _f32(t: Tensor) -> np.float32:
+    return np.float32(t.item())
 
 
 @torch.no_grad()
 def _layer_nodes(name: str, layer: QuantConv, x: str, y: str,
                  cont: Dict[str, int]) -> _Builder:
-    """QDQ subgraph computing ``layer(x)`` into output ``y``."""
+    """QDQ subgraph computing ``layer(x)`` into output ``y``.
+
+    From the quantizers' :class:`~odm_mm.quantizers.IntegerForm`:
+    ``Clip`` to the clip range, then ``QuantizeLinear`` /
+    ``DequantizeLinear`` with zero point 0 on ``x - offset`` (unsigned codes,
+    asymmetric forms such as Eq. 1) or on ``x`` (signed codes, symmetric
+    forms such as PAMS); weights are their integer codes (minus the zero
+    point for symmetric forms) through ``DequantizeLinear`` (+ offset).
+    """
     from onnx import helper
     b = _Builder(name)
     for kind, op in (('shift', 'Add'), ('scale', 'Mul')):
@@ -234,40 +244,28 @@ def _layer_nodes(name: str, layer: QuantConv, x: str, y: str,
             vec = quantize_offset(getattr(layer, kind), layer.offset_bits)
             x = b.node(op, [x, b.const(kind, vec.detach().cpu().numpy()
                                        .reshape(1, -1, 1, 1))])
-    wc = _weight_codes(layer)
+    wc = weight_codes(layer)
     kw, ka = cont['weight'], cont['act']
-    aq = layer.act_quantizer
-    if layer.method == 'pams':
-        alpha = float(aq.alpha)
-        s_a = b.const('act_scale', np.float32(alpha) / np.float32(aq.qmax))
-        zp_a = b.const('act_zero', np.int64(0), _int_type(ka, True))
-        x = b.node('Clip', [x, b.const('act_min', -np.float32(alpha)),
-                            b.const('act_max', np.float32(alpha))])
+    form = layer.act_quantizer.integer_form()
+    s_a = b.const('act_scale', _f32(form.scale))
+    zp_a = b.const('act_zero', np.int64(0), _int_type(ka, form.signed))
+    x = b.node('Clip', [x, b.const('act_min', _f32(form.clip_lo)),
+                        b.const('act_max', _f32(form.clip_hi))])
+    if form.signed:
         q = b.node('QuantizeLinear', [x, s_a, zp_a])
         xq = b.node('DequantizeLinear', [q, s_a, zp_a])
-        m = np.float32(wc['range'][0])
-        codes = wc['codes'] - wc['zero']
-        w_s = b.const('weight_scale', m / np.float32(layer.weight_quantizer
-                                                     .qmax))
-        w_z = b.const('weight_zero', np.int64(0), _int_type(kw, True))
-        wq = b.node('DequantizeLinear', [b.const(
-            'weight_codes', codes, _int_type(kw, True)), w_s, w_z])
     else:
-        lo, hi = np.float32(aq.lower.item()), np.float32(aq.upper.item())
-        step = ((aq.upper - aq.lower) / (2**layer.a_bits - 1)).item()
-        a_l = b.const('act_lower', lo)
-        s_a = b.const('act_scale', np.float32(step))
-        zp_a = b.const('act_zero', np.int64(0), _int_type(ka, False))
-        x = b.node('Clip', [x, a_l, b.const('act_upper', hi)])
+        a_l = b.const('act_lower', _f32(form.offset))
         q = b.node('QuantizeLinear', [b.node('Sub', [x, a_l]), s_a, zp_a])
         xq = b.node('Add', [b.node('DequantizeLinear', [q, s_a, zp_a]), a_l])
-        w_lo, w_hi = (torch.tensor(wc['range'][i]) for i in (0, 1))
-        w_step = ((w_hi - w_lo) / (2**layer.w_bits - 1)).numpy()
-        w_z = b.const('weight_zero', np.int64(0), _int_type(kw, False))
-        deq = b.node('DequantizeLinear', [b.const(
-            'weight_codes', wc['codes'], _int_type(kw, False)),
-            b.const('weight_scale', w_step), w_z])
-        wq = b.node('Add', [deq, b.const('weight_lower', w_lo.numpy())])
+    wform = wc['form']
+    codes = wc['codes'] - wc['zero'] if wform.signed else wc['codes']
+    w_z = b.const('weight_zero', np.int64(0), _int_type(kw, wform.signed))
+    wq = b.node('DequantizeLinear', [
+        b.const('weight_codes', codes, _int_type(kw, wform.signed)),
+        b.const('weight_scale', _f32(wform.scale)), w_z])
+    if not wform.signed:
+        wq = b.node('Add', [wq, b.const('weight_lower', _f32(wform.offset))])
     inputs = [xq, wq]
     if layer.bias is not None:
         inputs.append(b.const('bias', layer.bias.detach().cpu().numpy()))

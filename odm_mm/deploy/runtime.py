@@ -47,6 +47,55 @@ __all__ = ['IntegerConv2d', 'build_generator', 'load_runtime']
 ACCUMULATE = ('float64', 'int64')
 
 
+class _Eq1Form:
+    """``'odm'`` (paper Eq. 1): ``x_q = lower + code * s``, ``s = (upper -
+    lower) / (2^b - 1)``, codes in [0, 2^b - 1]; weights likewise over their
+    stored ``[lower, upper]``."""
+
+    act_params = ('lower', 'upper')
+
+    @staticmethod
+    def act_codes(bounds: Tensor, bits: int, zero: int,
+                  x: Tensor) -> Tuple[Tensor, float, float]:
+        lo, hi = bounds.to(x.dtype)
+        step = (hi - lo) / (2**bits - 1)
+        codes = torch.round(
+            (torch.minimum(torch.maximum(x, lo), hi) - lo) / step)
+        return codes, float(step), float(lo)
+
+    @staticmethod
+    def weight_affine(rng: Tensor, bits: int,
+                      zero: int) -> Tuple[float, float]:
+        return float((rng[1] - rng[0]) / (2**bits - 1)), float(rng[0])
+
+
+class _SymmetricForm:
+    """``'pams'``: ``x_q = c * alpha / q`` with signed ``c`` in [-q, q], ``q``
+    the record's zero point (stored codes are ``c + q``); weights ``c *
+    max|w| / q``."""
+
+    act_params = ('alpha',)
+
+    @staticmethod
+    def act_codes(bounds: Tensor, bits: int, zero: int,
+                  x: Tensor) -> Tuple[Tensor, float, float]:
+        alpha = bounds[0].to(x.dtype)
+        codes = torch.round(
+            torch.minimum(torch.maximum(x, -alpha), alpha) * zero / alpha)
+        return codes, float(alpha / zero), 0.0
+
+    @staticmethod
+    def weight_affine(rng: Tensor, bits: int,
+                      zero: int) -> Tuple[float, float]:
+        return float(rng[0] / zero), 0.0
+
+
+#: The integer formulas of each quantization method, written here again on
+#: purpose: the runtime is the independent check of the exporter and of
+#: :mod:`odm_mm.quantizers` (a new method adds its form here).
+FORMS = {'odm': _Eq1Form, 'pams': _SymmetricForm}
+
+
 def _t(a: np.ndarray, dtype: torch.dtype = torch.float32) -> Tensor:
     return torch.from_numpy(np.ascontiguousarray(a)).to(dtype)
 
@@ -68,8 +117,11 @@ class IntegerConv2d(nn.Module):
             raise ValueError(f'accumulate must be one of {ACCUMULATE}')
         self.accumulate = accumulate
         self.method = record['method']
-        if self.method not in ('odm', 'pams'):
-            raise ValueError(f'unknown quantization method {self.method!r}')
+        if self.method not in FORMS:
+            raise ValueError(
+                f'the artifact uses quantization method {self.method!r}, '
+                f'which this runtime does not implement ({sorted(FORMS)})')
+        self.form = FORMS[self.method]
         conv = record['conv']
         self.stride, self.padding = tuple(conv['stride']), tuple(
             conv['padding'])
@@ -85,13 +137,9 @@ class IntegerConv2d(nn.Module):
                              'accumulation (2^37)')
         self.register_buffer('w_codes', _t(codes, torch.int64), False)
         self.register_buffer('w_range', _t(tensors[wrec['range']]), False)
-        self.w_qmax = int(wrec.get('qmax', 0))
-        if self.method == 'odm':
-            bounds = [tensors[arec['lower']], tensors[arec['upper']]]
-            self.a_qmax = 0
-        else:
-            bounds = [tensors[arec['alpha']]]
-            self.a_qmax = int(arec['qmax'])
+        self.w_zero = int(wrec['zero_point'])
+        self.a_zero = int(arec['zero_point'])
+        bounds = [tensors[arec[k]] for k in self.form.act_params]
         self.register_buffer('a_bounds', _t(np.stack(bounds).reshape(-1)),
                              False)
         bias = tensors[record['bias']] if record['bias'] else None
@@ -128,25 +176,13 @@ class IntegerConv2d(nn.Module):
 
     def act_codes(self, x: Tensor) -> Tuple[Tensor, float, float]:
         """Integer activation codes ``A`` and ``(s_a, a_l)`` in x's dtype."""
-        if self.method == 'odm':
-            lo, hi = self.a_bounds.to(x.dtype)
-            step = (hi - lo) / (2**self.a_bits - 1)
-            codes = torch.round(
-                (torch.minimum(torch.maximum(x, lo), hi) - lo) / step)
-            return codes, float(step), float(lo)
-        alpha = self.a_bounds[0].to(x.dtype)
-        q = self.a_qmax
-        codes = torch.round(
-            torch.minimum(torch.maximum(x, -alpha), alpha) * q / alpha)
-        return codes, float(alpha / q), 0.0
+        return self.form.act_codes(self.a_bounds, self.a_bits, self.a_zero,
+                                   x)
 
     def weight_affine(self, dtype: torch.dtype) -> Tuple[float, float]:
         """``(s_w, w_l)`` of the weight grid in ``dtype`` arithmetic."""
-        rng = self.w_range.to(dtype)
-        if self.method == 'odm':
-            return float((rng[1] - rng[0]) / (2**self.w_bits - 1)), \
-                float(rng[0])
-        return float(rng[0] / self.w_qmax), 0.0
+        return self.form.weight_affine(self.w_range.to(dtype), self.w_bits,
+                                       self.w_zero)
 
     def int_conv(self, a: Tensor, c: Tensor,
                  groups: Optional[int] = None) -> Tensor:

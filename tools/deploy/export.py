@@ -91,9 +91,9 @@ def main() -> None:
     print(f'artifact: {res.artifact_bytes} bytes (tensors.bin '
           f'{res.blob_bytes}, manifest.json '
           f'{res.artifact_bytes - res.blob_bytes})')
-    print(f'storage figure: {res.storage["total"]} bits = '
+    print(f'storage figure: {res.storage_bits} bits = '
           f'{res.storage_bytes:.0f} bytes = '
-          f'{res.storage["total"] / 32e3:.1f}K; artifact / storage = '
+          f'{res.storage_bits / 32e3:.1f}K; artifact / storage = '
           f'{res.ratio:.4f}')
     try:
         from odm_mm.analysis.complexity import storage_bits

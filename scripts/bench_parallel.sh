@@ -25,9 +25,9 @@ for c in "$work"/claims/*; do
 done
 names=$($PY - "$preset" "$@" <<'PYEOF'
 import sys
-sys.path.insert(0, '.')
-from odm_mm.bench.presets import get_preset, run_name
-from odm_mm.bench.benchmark import SWEEPS
+sys.path[:0] = ['.', 'tools']
+from odm_bench.presets import get_preset, run_name
+from odm_bench.benchmark import SWEEPS
 p = get_preset(sys.argv[1])
 names = [run_name(m, b) for m, b in p.runs]
 if '--sweep' in sys.argv[2:]:

@@ -14,6 +14,7 @@ Urban100 is absent on purpose. Use :func:`make_sr_root` for a private copy
 that a test may damage.
 """
 import os.path as osp
+import sys
 from pathlib import Path
 from typing import Sequence
 
@@ -22,6 +23,8 @@ import numpy as np
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
+# the benchmark harness (tools/odm_bench) is not part of the package
+sys.path.insert(0, str(REPO / 'tools'))
 VENV_PYTHON = REPO / '.venv' / 'bin' / 'python'
 SHARED_DATA = REPO.parent / 'shared' / 'data'
 

@@ -13,8 +13,8 @@ import sys
 
 import pytest
 
-from odm_mm.bench.presets import get_preset
-from odm_mm.bench.report import check_targets
+from odm_bench.presets import get_preset
+from odm_bench.report import check_targets
 
 REPO = osp.abspath(osp.join(osp.dirname(__file__), '..'))
 
@@ -25,7 +25,7 @@ def _finite(x):
 
 @pytest.fixture(scope='module')
 def smoke(tmp_path_factory):
-    from odm_mm.bench.benchmark import Benchmark
+    from odm_bench.benchmark import Benchmark
     work = tmp_path_factory.mktemp('bench')
     preset = get_preset('smoke').with_overrides(
         fp32_iters=4, qat_iters=2, runs=[('pams', 2), ('odm', 2)])
@@ -62,7 +62,7 @@ def test_results_structure_and_finite_numbers(smoke):
 
 
 def test_restart_skips_finished_runs(smoke):
-    from odm_mm.bench.benchmark import Benchmark
+    from odm_bench.benchmark import Benchmark
     work, preset, res = smoke
     path = osp.join(work, 'runs', 'odm_w2a2', 'result.json')
     mtime = os.path.getmtime(path)
@@ -73,7 +73,7 @@ def test_restart_skips_finished_runs(smoke):
 
 
 def test_report_files(smoke, tmp_path):
-    from odm_mm.bench.report import write_report
+    from odm_bench.report import write_report
     _, _, res = smoke
     out = write_report(res, str(tmp_path), repo_root=REPO)
     for key in ('md', 'json', 'psnr_vs_bits', 'conflict_ratio',

@@ -1,7 +1,7 @@
 """Reproduce the paper's EDSR claims at a chosen scale, end to end.
 
-Stages (each one an mmengine Runner built from the repo's configs; see
-``odm_mm/bench``):
+Stages (each one an mmengine Runner built from the repo's configs; the
+harness is ``tools/odm_bench``):
 
 1. train ONE FP32 EDSR x4 (``--preset``: size, data, iterations), or test a
    given checkpoint (``--fp32-checkpoint``);
@@ -40,8 +40,9 @@ import sys
 from typing import List, Optional, Sequence
 
 sys.path.insert(0, osp.abspath(osp.join(osp.dirname(__file__), '..')))
+sys.path.insert(0, osp.abspath(osp.dirname(__file__)))  # odm_bench
 
-from odm_mm.bench.presets import PRESETS, get_preset  # noqa: E402
+from odm_bench.presets import PRESETS, get_preset  # noqa: E402
 
 REPO = osp.abspath(osp.join(osp.dirname(__file__), '..'))
 #: Committed reports: preset -> (file stem in docs/, figures folder).
@@ -115,9 +116,9 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
     docs_dir = args.docs_dir or (
         osp.join(REPO, 'docs') if preset.name in REPORTS else
         osp.join(work_dir, 'report'))
-    from odm_mm.bench.benchmark import Benchmark
-    from odm_mm.bench.pipeline import load_json
-    from odm_mm.bench.report import console_table, write_report
+    from odm_bench.benchmark import Benchmark
+    from odm_bench.pipeline import load_json
+    from odm_bench.report import console_table, write_report
     if args.report_only:
         results = load_json(osp.join(work_dir, 'results.json'))
     else:

@@ -30,6 +30,7 @@ import time
 from typing import Optional, Sequence
 
 sys.path.insert(0, osp.abspath(osp.join(osp.dirname(__file__), '..')))
+sys.path.insert(0, osp.abspath(osp.dirname(__file__)))  # odm_bench
 
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
@@ -48,10 +49,10 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
     """Run the demo; returns the results dict."""
     args = parse_args(argv)
     t0 = time.perf_counter()
-    from odm_mm.bench.benchmark import Benchmark
-    from odm_mm.bench.figures import plot_side_by_side
-    from odm_mm.bench.presets import get_preset
-    from odm_mm.bench.report import console_table
+    from odm_bench.benchmark import Benchmark
+    from odm_bench.figures import plot_side_by_side
+    from odm_bench.presets import get_preset
+    from odm_bench.report import console_table
     preset = get_preset(args.preset)
     if args.data_root:
         if not osp.isdir(osp.join(args.data_root, 'T91')):

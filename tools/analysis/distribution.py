@@ -54,7 +54,7 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
     args = parse_args(argv)
     from mmengine.config import Config
     import odm_mm  # noqa: F401
-    from odm_mm.bench.distribution import (collect, load_model, plot_fig1,
+    from odm_mm.analysis.distribution import (collect, load_model, plot_fig1,
                                            plot_fig3, test_images)
     from odm_mm.data_root import merge_cfg_options
     cfg = Config.fromfile(args.config)

@@ -6,22 +6,25 @@ FP32 generator, both training schedules, the seed and which
 same FP32 checkpoint and sees the same patches in the same order (same seed,
 same pipeline), so differences between runs come from the method alone.
 
-Methods (:data:`METHODS`) map onto ODMEditModel / optimizer / hook options:
+Methods (:data:`METHODS`): each one IS a config file of ``configs/`` (the
+recipe a user trains); the benchmark takes from it what defines the method
+(``model.quant_cfg.method``, ``model.var_loss`` on/off, ``model.skt_loss``,
+``optim_wrapper``, the ``OffsetHook`` of ``custom_hooks``) and puts it in
+the preset's protocol (data, network size, schedule, seed, bit-width):
 
-=============  =========  ======  ===================  =======
-key            quantizer  L_V     update               offsets
-=============  =========  ======  ===================  =======
-``pams``       PAMS       -       Adam (OptimWrapper)  -
-``odm_q``      ODM Eq. 1  -       Adam                 -
-``var_plain``  ODM Eq. 1  yes     Eq. 4 (plain sum)    -
-``var_coop``   ODM Eq. 1  yes     Eq. 5 (cooperative)  -
-``offsets``    ODM Eq. 1  -       Adam                 Eq. 7/8
-``odm``        ODM Eq. 1  yes     Eq. 5                Eq. 7/8
-=============  =========  ======  ===================  =======
+=============  ===============================================  ==========
+key            config                                           Table 5
+=============  ===============================================  ==========
+``pams``       ``configs/pams/edsr_x4_w2a2.py``                 PAMS
+``odm_q``      ``configs/odm/ablation/edsr_x4_w2a2_quant_only.py``  -
+``var_plain``  ``configs/odm/ablation/edsr_x4_w2a2_a_varreg.py``    (a)
+``var_coop``   ``configs/odm/ablation/edsr_x4_w2a2_b_coop_varreg.py``  (b)
+``offsets``    ``configs/odm/ablation/edsr_x4_w2a2_c_offsets.py``   (c)
+``odm``        ``configs/odm/edsr_x4_w2a2.py``                  EDSR-ODM
+=============  ===============================================  ==========
 
-All of them use L1 + SKT (PAMS and ODM both train with SKT, Eq. 9).
-``var_plain``/``var_coop``/``offsets``/``odm`` are Table 5's rows (a), (b),
-(c) and EDSR-ODM; ``odm_q`` isolates the quantizer change from PAMS.
+All of them use L1 + SKT (PAMS and ODM both train with SKT, Eq. 9);
+``odm_q`` isolates the quantizer change from PAMS.
 """
 from __future__ import annotations
 
@@ -35,36 +38,29 @@ __all__ = ['Method', 'METHODS', 'Preset', 'PRESETS', 'get_preset',
 
 @dataclass(frozen=True)
 class Method:
-    """One QAT recipe.
+    """One QAT recipe of the tables: a config file and how to label it.
 
     Attributes:
         key: Short name used in run names and the JSON.
         label: Row label in the tables.
-        quant: ``'pams'`` or ``'odm'`` (QuantConv ``method``).
-        var_loss: Use L_V (Eq. 3).
-        mode: ``'cooperative'`` (Eq. 5) or ``'plain'`` (Eq. 4) when
-            ``var_loss``; None means the plain mmengine ``OptimWrapper``.
-        offsets: Enable the Eq. 7/8 distribution offsets (top-p layers).
+        config: The recipe (repo-relative config path).
         ablation: Table 5 marker, e.g. ``'(a)'``.
     """
     key: str
     label: str
-    quant: str
-    var_loss: bool = False
-    mode: Optional[str] = None
-    offsets: bool = False
+    config: str
     ablation: str = ''
 
 
+_AB = 'configs/odm/ablation/edsr_x4_w2a2_'
 METHODS: Dict[str, Method] = {m.key: m for m in [
-    Method('pams', 'EDSR-PAMS', 'pams'),
-    Method('odm_q', 'ODM quantizer only', 'odm'),
-    Method('var_plain', 'Var. reg. (Eq. 4)', 'odm', True, 'plain',
-           ablation='(a)'),
-    Method('var_coop', 'Coop. var. reg. (Eq. 5)', 'odm', True,
-           'cooperative', ablation='(b)'),
-    Method('offsets', 'Dist. offsets', 'odm', offsets=True, ablation='(c)'),
-    Method('odm', 'EDSR-ODM', 'odm', True, 'cooperative', True),
+    Method('pams', 'EDSR-PAMS', 'configs/pams/edsr_x4_w2a2.py'),
+    Method('odm_q', 'ODM quantizer only', _AB + 'quant_only.py'),
+    Method('var_plain', 'Var. reg. (Eq. 4)', _AB + 'a_varreg.py', '(a)'),
+    Method('var_coop', 'Coop. var. reg. (Eq. 5)', _AB + 'b_coop_varreg.py',
+           '(b)'),
+    Method('offsets', 'Dist. offsets', _AB + 'c_offsets.py', '(c)'),
+    Method('odm', 'EDSR-ODM', 'configs/odm/edsr_x4_w2a2.py'),
 ]}
 
 ABLATION = ['pams', 'var_plain', 'var_coop', 'offsets', 'odm']
@@ -112,7 +108,7 @@ class Preset:
         sample: ``(test set, image name)`` shown side by side.
         skimage_train, skimage_test, skimage_crop: scikit-image photographs
             of the ``'skimage'`` data (empty: the defaults of
-            :mod:`odm_mm.bench.data`) and an optional centre crop.
+            :mod:`odm_bench.data`) and an optional centre crop.
         train_repeat: Repeat the training set this many times per epoch
             (mmengine ``RepeatDataset``; for sets smaller than a batch).
         fp32_checkpoint: Quantize this FP32 file (no stage 1 training);

@@ -1,9 +1,9 @@
 """Benchmark report: paper-shaped tables, target checks, plots.
 
-Turns the ``results.json`` of :class:`~odm_mm.bench.benchmark.Benchmark`
+Turns the ``results.json`` of :class:`~odm_bench.benchmark.Benchmark`
 into ``benchmarks.md`` (Table 1 / Table 5 shaped tables, step times, target
 checks, scope), a copy of the JSON, and PNG figures
-(:mod:`odm_mm.bench.figures`).
+(:mod:`odm_bench.figures`).
 """
 from __future__ import annotations
 
@@ -13,7 +13,8 @@ import os.path as osp
 from typing import Dict, List, Optional, Sequence
 
 from .figures import plot_conflict_ratio, plot_psnr_vs_bits, plot_side_by_side
-from .presets import ABLATION
+from .configs import method_features
+from .presets import ABLATION, METHODS
 from .targets import TARGETS, check_targets, targets_md
 
 __all__ = ['TARGETS', 'check_targets', 'table1', 'table5', 'speed_table',
@@ -76,8 +77,8 @@ def table5(results: Dict, bits: int = 2) -> str:
         e = runs.get(f'{key}_w{bits}a{bits}')
         if e is None:
             continue
-        from .presets import METHODS
         m = METHODS[key]
+        f = e.get('features') or method_features(m.config)
         c = e['complexity']
         if base is not None and key != 'pams':
             ds = c['storage_k'] - base['complexity']['storage_k']
@@ -89,8 +90,9 @@ def table5(results: Dict, bits: int = 2) -> str:
         else:
             st, bo = f'{c["storage_k"]:.1f}K', f'{c["bitops_t"]:.2f}T'
         label = f'{m.ablation} {m.label}'.strip()
-        cells = [label, 'yes' if m.mode == 'cooperative' else '-',
-                 'yes' if m.var_loss else '-', 'yes' if m.offsets else '-',
+        cells = [label, 'yes' if f['coop'] else '-',
+                 'yes' if f['var_loss'] else '-',
+                 'yes' if f['offsets'] else '-',
                  st, bo] + [_ps(e['metrics'], s) for s in sets]
         lines.append('| ' + ' | '.join(cells) + ' |')
     return '\n'.join(lines)

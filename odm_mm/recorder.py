@@ -1,7 +1,8 @@
-"""BenchRecorderHook: per-iteration step time, losses and conflict ratio.
+"""QATRecorderHook: per-iteration step time, losses and the diagnostics.
 
-Glue (mmengine). The benchmark needs numbers the LoggerHook only prints as
-window averages: the time of every ``train_step`` (forward, backward and
+Glue (mmengine). Add ``dict(type='QATRecorderHook')`` to ``custom_hooks`` to
+keep what explains a QAT run (``tools/benchmark.py`` does): numbers the
+LoggerHook only prints as window averages: the time of every ``train_step`` (forward, backward and
 update, without data loading; ODM vs PAMS cost; also as process CPU time,
 which other jobs on a shared machine disturb much less), the Eq. 5
 conflict ratio of every update (Fig. 2, read from
@@ -27,11 +28,11 @@ from mmengine.model import is_model_wrapper
 
 from mmagic.registry import HOOKS
 
-__all__ = ['BenchRecorderHook']
+__all__ = ['QATRecorderHook']
 
 
 @HOOKS.register_module()
-class BenchRecorderHook(Hook):
+class QATRecorderHook(Hook):
     """Record step time, losses, conflict ratio and range widths.
 
     Args:
@@ -101,7 +102,7 @@ class BenchRecorderHook(Hook):
         model = self._model(runner)
         layers = model.quant_layers() if hasattr(model, 'quant_layers') \
             else []
-        return {n: float(m.act_quantizer.range_width()) for n, m in layers}
+        return {n: float(m.act_quantizer.range_width().detach()) for n, m in layers}
 
     def _bounds(self, runner) -> Dict[str, float]:
         """Mean activation range width."""

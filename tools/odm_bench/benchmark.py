@@ -1,6 +1,6 @@
 """The benchmark protocol: FP32 -> QAT runs -> test -> results JSON.
 
-:class:`Benchmark` runs the three stages of a :class:`~odm_mm.bench.presets.
+:class:`Benchmark` runs the three stages of a :class:`~odm_bench.presets.
 Preset` in ``work_dir``::
 
     <work_dir>/data/            (scikit-image presets: the generated sets)
@@ -27,8 +27,8 @@ from typing import Dict, List, Optional, Sequence, Tuple
 from mmengine.logging import print_log
 from mmengine.registry import init_default_scope
 
-from ..data_root import get_data_root, get_models_root
-from .configs import fp32_config, load_composed, qat_config
+from odm_mm.data_root import get_data_root, get_models_root
+from .configs import fp32_config, load_composed, method_features, qat_config
 from .data import SKIMAGE_TEST, SKIMAGE_TRAIN, prepare_skimage_sets
 from .pipeline import (as_editor_checkpoint, bicubic_metrics,
                        body_controls, dump_json,
@@ -215,6 +215,8 @@ class Benchmark:
             m = METHODS[method]
             runs[name] = dict(res, method=method, label=m.label, bits=bits,
                               tag=tag, ablation=m.ablation,
+                              config=m.config,
+                              features=method_features(m.config),
                               overrides={k: v for k, v in preset.to_dict()
                                          .items() if v != p.to_dict()[k]})
         speed_path = osp.join(self.work_dir, 'step_times.json')

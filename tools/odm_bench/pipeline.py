@@ -1,7 +1,7 @@
 """Benchmark stages: FP32 training, QAT runs, testing and complexity.
 
 Glue (mmengine). Every training run is an mmengine :class:`Runner` built from
-a config of :mod:`odm_mm.bench.configs` (what ``tools/train.py`` runs), then
+a config of :mod:`odm_bench.configs` (what ``tools/train.py`` runs), then
 tested on the preset's sets with mmagic's PSNR/SSIM (Y channel, crop =
 scale) by the same Runner. Each run writes ``<run dir>/result.json`` when it
 is complete; a restarted benchmark skips those runs and resumes an
@@ -26,8 +26,7 @@ from mmengine.logging import print_log
 from mmengine.model import is_model_wrapper
 from mmengine.runner import Runner
 
-from ..analysis.complexity import count_complexity
-from . import hooks as _hooks  # noqa: F401  (registers BenchRecorderHook)
+from odm_mm.analysis.complexity import count_complexity
 
 __all__ = ['as_editor_checkpoint', 'machine_info', 'dump_json', 'load_json', 'summarize_log',
            'parse_metrics', 'run_training', 'bicubic_metrics',
@@ -79,7 +78,7 @@ def load_json(path: str):
 
 def summarize_log(log: Dict, warmup: float = 0.1,
                   curve_every: int = 10) -> Dict:
-    """Step-time statistics and curves of a BenchRecorderHook log."""
+    """Step-time statistics and curves of a QATRecorderHook log."""
     recs = log.get('iters', [])
     if not recs:
         return {}
@@ -185,11 +184,11 @@ def super_resolve(model, lr: np.ndarray) -> np.ndarray:
 
 
 def _test(runner) -> Dict[str, float]:
-    """``runner.test()`` metrics (BenchRecorderHook's if it returns None)."""
+    """``runner.test()`` metrics (QATRecorderHook's if it returns None)."""
     metrics = runner.test()
     if metrics is None:
         rec = [h for h in runner.hooks if type(h).__name__ ==
-               'BenchRecorderHook']
+               'QATRecorderHook']
         metrics = rec[0].test_metrics if rec else None
     if not metrics:
         raise RuntimeError('the test loop returned no metrics')

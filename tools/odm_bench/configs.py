@@ -1,12 +1,15 @@
 """mmengine configs of the benchmark runs, built from the repo's configs.
 
 Stage 1 trains ``preset.fp32_base`` (e.g. ``configs/fp32/edsr_x4_t91.py``);
-stage 2 starts every run from the ODM config ``preset.qat_bases`` (e.g.
-``configs/odm/local/edsr_x4_w2a2_t91.py``, what a user trains) and sets only
-what the protocol fixes: generator size, schedule, seed, method switches
-(:data:`~odm_mm.bench.presets.METHODS`, with the fragment's
-``odm_pams_optim_wrapper`` / ``odm_optim_wrapper`` / ``odm_offset_hook``),
-data location and test sets. The final config of every run is dumped next
+stage 2 builds every run from two configs of the repo: the preset's protocol
+``preset.qat_bases`` (e.g. ``configs/odm/local/edsr_x4_w2a2_t91.py``: data,
+pipeline, test sets) and the method's own config
+(:data:`~odm_bench.presets.METHODS`, e.g.
+``configs/odm/ablation/edsr_x4_w2a2_a_varreg.py``), from which it takes
+what defines the method (:func:`method_parts`). It then sets only what the
+protocol fixes: generator size, schedule, seed, bit-width, data location,
+test sets, and the preset's experiment knobs (lambda_V, range lr, offset
+options, SKT tap). The final config of every run is dumped next
 to its checkpoints (``<work_dir>/config.py``), so any number of the report
 can be reproduced with ``tools/train.py <that file>``.
 
@@ -25,7 +28,8 @@ from mmengine.config import Config, ConfigDict
 from .presets import METHODS, Preset
 
 __all__ = ['REPO_ROOT', 'load_composed', 'fp32_config', 'qat_config',
-           'set_test_sets', 'set_patch_size']
+           'method_parts', 'method_features', 'set_test_sets',
+           'set_patch_size']
 
 REPO_ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 
@@ -152,12 +156,47 @@ def _common(cfg: Config, preset: Preset, work_dir: str, name: str,
                           img_keys=['gt_img', 'input', 'pred_img'],
                           bgr2rgb=True)
     imports = list(cfg.get('custom_imports', {}).get('imports', []))
-    for mod in ('odm_mm', 'odm_mm.bench.hooks'):
-        if mod not in imports:
-            imports.append(mod)
+    if 'odm_mm' not in imports:
+        imports.append('odm_mm')
     cfg.custom_imports = dict(imports=imports, allow_failed_imports=False)
     cfg.load_from = None
     cfg.resume = False
+
+
+def method_parts(config: str) -> Dict:
+    """What defines a method in its config file.
+
+    Returns:
+        ``quant_method`` (``model.quant_cfg.method``, default ``'odm'``),
+        ``var_loss`` / ``skt_loss`` (``model.*``, ``'paper'`` when the
+        config does not set them), ``optim_wrapper`` and ``offset_hook``
+        (its ``OffsetHook`` of ``custom_hooks``).
+    """
+    cfg = Config.fromfile(_abs(config))
+    model = cfg.model
+    hooks = [dict(h) for h in cfg.get('custom_hooks', [])
+             if h.get('type') == 'OffsetHook']
+    if len(hooks) != 1:
+        raise ValueError(f'{config}: expected one OffsetHook in '
+                         f'custom_hooks, found {len(hooks)}')
+    return dict(quant_method=model.get('quant_cfg', {}).get('method', 'odm'),
+                var_loss=model.get('var_loss', 'paper'),
+                skt_loss=model.get('skt_loss', 'paper'),
+                optim_wrapper=copy.deepcopy(cfg.optim_wrapper.to_dict()),
+                offset_hook=hooks[0])
+
+
+def method_features(config: str) -> Dict[str, bool]:
+    """Table 5's columns of a method config: ``var_loss``, ``coop``
+    (Eq. 5 gate), ``offsets`` (Eq. 7/8)."""
+    p = method_parts(config)
+    ow = p['optim_wrapper']
+    var = p['var_loss'] is not None
+    return dict(var_loss=var,
+                coop=var and ow.get('type') == 'CooperativeOptimWrapper'
+                and ow.get('mode', 'cooperative') == 'cooperative',
+                offsets=bool(p['offset_hook'].get('shift', True)
+                             or p['offset_hook'].get('scale', True)))
 
 
 def _ckpt_interval(iters: int) -> int:
@@ -172,7 +211,7 @@ def fp32_config(preset: Preset, work_dir: str, data_root: Optional[str],
     _common(cfg, preset, work_dir, 'fp32', preset.fp32_iters,
             preset.fp32_batch, preset.fp32_lr, preset.fp32_milestones,
             data_root, train_folder, _ckpt_interval(preset.fp32_iters))
-    cfg.custom_hooks = [dict(type='BenchRecorderHook', bound_interval=0)]
+    cfg.custom_hooks = [dict(type='QATRecorderHook', bound_interval=0)]
     set_test_sets(cfg, test_sets, test_root or cfg.odm_data_root,
                   preset.scale, min(preset.num_workers, 2))
     return cfg
@@ -183,7 +222,7 @@ def qat_config(preset: Preset, method: str, bits: int, work_dir: str,
                train_folder: Optional[str], test_root: Optional[str],
                test_sets: Sequence[str]) -> Config:
     """Stage 2: one QAT run (``method`` key of METHODS, W``bits``A``bits``)."""
-    m = METHODS[method]
+    parts = method_parts(METHODS[method].config)
     cfg = load_composed(list(preset.qat_bases))
     if cfg.model.get('type') != 'ODMEditModel':
         raise ValueError(f'{preset.qat_bases} do not build an ODMEditModel '
@@ -193,42 +232,34 @@ def qat_config(preset: Preset, method: str, bits: int, work_dir: str,
             preset.qat_lr, preset.qat_milestones, data_root, train_folder,
             _ckpt_interval(preset.qat_iters))
     model = cfg.model
-    model.quant_cfg.update(w_bits=bits, a_bits=bits, method=m.quant)
+    model.quant_cfg.update(w_bits=bits, a_bits=bits,
+                           method=parts['quant_method'])
     model.fp32_checkpoint = fp32_checkpoint
+    model.skt_loss = parts['skt_loss']
     model.var_loss = dict(type='VarianceRegLoss',
                           loss_weight=preset.lambda_v,
-                          normalize=preset.lambda_v_norm) if m.var_loss \
-        else None
+                          normalize=preset.lambda_v_norm) \
+        if parts['var_loss'] is not None else None
     if preset.skt_feature is not None:
         model.feature_module, model.feature_tap = preset.skt_feature
-    base_ow = cfg.get('odm_optim_wrapper', cfg.optim_wrapper)
-    if m.mode is None:
-        new_ow = ConfigDict(cfg.get('odm_pams_optim_wrapper') or dict(
-            type='OptimWrapper', optimizer=base_ow['optimizer'],
-            paramwise_cfg=base_ow.get('paramwise_cfg', {})))
-    else:
-        new_ow = ConfigDict(base_ow)
-        new_ow.type, new_ow.mode = 'CooperativeOptimWrapper', m.mode
+    new_ow = ConfigDict(parts['optim_wrapper'])
     new_ow.pop('_delete_', None)
     new_ow.optimizer = dict(new_ow.optimizer, lr=preset.qat_lr)
     keys = new_ow.get('paramwise_cfg', {}).get('custom_keys', {})
     new_ow.paramwise_cfg = dict(custom_keys={
         k: dict(v, lr_mult=preset.range_lr_mult) for k, v in keys.items()})
     cfg.optim_wrapper = new_ow
-    old_hooks = list(cfg.get('custom_hooks', []))
-    offset = next((dict(h) for h in old_hooks if h['type'] == 'OffsetHook'),
-                  dict(cfg.get('odm_offset_hook') or
-                       dict(type='OffsetHook', ratio=0.3)))
-    offset.update(num_batches=preset.calib_batches, shift=m.offsets,
-                  scale=m.offsets, recalib_interval=preset.recalib_interval,
+    offset = dict(parts['offset_hook'])
+    offset.update(num_batches=preset.calib_batches,
+                  recalib_interval=preset.recalib_interval,
                   recalib_momentum=preset.recalib_momentum,
                   offset_init=preset.offset_init,
                   offset_policy=preset.offset_policy)
-    hooks = [h for h in old_hooks
+    hooks = [h for h in cfg.get('custom_hooks', [])
              if h['type'] not in ('BasicVisualizationHook', 'OffsetHook',
-                                  'BenchRecorderHook')]
+                                  'QATRecorderHook')]
     hooks.append(offset)
-    hooks.append(dict(type='BenchRecorderHook'))
+    hooks.append(dict(type='QATRecorderHook'))
     cfg.custom_hooks = hooks
     set_test_sets(cfg, test_sets, test_root or cfg.odm_data_root,
                   preset.scale, min(preset.num_workers, 2))

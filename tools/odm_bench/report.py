@@ -13,6 +13,7 @@ import os.path as osp
 from typing import Dict, List, Optional, Sequence
 
 from .figures import plot_conflict_ratio, plot_psnr_vs_bits, plot_side_by_side
+from .sweep_figures import plot_lambda_sweep, plot_layer_error
 from .configs import method_features
 from .presets import ABLATION, METHODS
 from .targets import TARGETS, check_targets, targets_md
@@ -310,6 +311,10 @@ def write_report(results: Dict, docs_dir: str,
             results, osp.join(figures_dir, 'conflict_ratio.png')),
         'side_by_side': plot_side_by_side(
             results, osp.join(figures_dir, 'side_by_side.png')),
+        'lambda_sweep': plot_lambda_sweep(
+            results, osp.join(figures_dir, 'lambda_sweep.png')),
+        'layer_error': plot_layer_error(
+            results, osp.join(figures_dir, 'layer_error_step0.png')),
     }
     figs = {k: v for k, v in figs.items() if v}
     m = results['machine']

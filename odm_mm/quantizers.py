@@ -12,6 +12,15 @@ behaviour, so callers never branch on a method name:
   ``integer_form(t)`` (:class:`IntegerForm`: ``t_q = offset + (code - zero)
   * scale``, the clip range, the named float parameters a runtime stores);
 * ``range_values``: how many float values store its range (storage figure);
+* optional cost hooks for methods with extra state or run-time work (DAQ,
+  DDTB): ``param_storage_bits(name)`` (bits per value of each of its
+  parameters in a deployed model, 0 = not stored; default 32) and
+  ``runtime_bitops_terms(input_shape)`` (``(ops, bits_a, bits_b)`` of the
+  work it does per image besides rounding, e.g. run-time statistics;
+  default none), both asked by :mod:`odm_mm.analysis.complexity`;
+* ``has_integer_form``: False where the range depends on the input at run
+  time (``integer_form`` then raises one ValueError saying why, so export
+  refuses the model with that message);
 * activation quantizers (:class:`ActQuantizerBase`) also
   ``init_from_stats`` (calibration statistics), ``range_width``,
   ``repair_`` and ``pull_`` (optional periodic re-calibration).
@@ -37,7 +46,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, Dict, Optional, Tuple, Type
+from typing import Any, Dict, List, Optional, Tuple, Type
 
 import torch
 from torch import Tensor, nn
@@ -185,10 +194,28 @@ class Quantizer(nn.Module):
 
     #: Float values that store the range in a deployed model.
     range_values: int = 2
+    #: False where the range depends on the input at run time (DAQ, DDTB's
+    #: dynamic layers): :meth:`integer_form` raises a ValueError saying why.
+    has_integer_form: bool = True
 
     def __init__(self, bits: int, name: str = 'bits') -> None:
         super().__init__()
         self.bits = check_bits(bits, name)
+
+    def param_storage_bits(self, name: str) -> int:
+        """Bits per value that a deployed model stores for this quantizer's
+        parameter ``name`` (relative to the quantizer, e.g. ``'lower'``);
+        0 = not stored (unused). Default: 32 (float)."""
+        return 32
+
+    def runtime_bitops_terms(self, input_shape: Tuple[int, ...]
+                             ) -> List[Tuple[int, int, int]]:
+        """Work this quantizer does at run time besides the rounding every
+        quantizer does, for one image whose quantized tensor has shape
+        ``input_shape`` ``(C, H, W)``: ``[(ops, bits_a, bits_b), ...]``
+        (counted as ``ops x bits_a x bits_b`` BitOPs). Default: none (a
+        static range is folded into the integer conv)."""
+        return []
 
     def integer_form(self, t: Optional[Tensor] = None) -> IntegerForm:
         """The :class:`IntegerForm` (weights: of the tensor ``t``)."""

@@ -27,6 +27,15 @@ derivation and the residual mismatches are in ``docs/complexity.md``):
   (exact for the convolutions, whose output size is recomputed from their
   geometry).
 
+Quantizer hooks (every :class:`~odm_mm.quantizers.Quantizer`; no method
+names here): a quantized conv's parameters that belong to one of its
+quantizers are stored at ``quantizer.param_storage_bits(name)`` bits per
+value (default 32; 0 = not stored, e.g. DDTB's gate on a static layer), and
+the activation quantizer's ``runtime_bitops_terms((C_in, H, W))`` --
+``(ops, bits_a, bits_b)`` per image at the layer's input resolution, e.g.
+DAQ's run-time statistics -- is added to the conv's BitOPs (reported as
+``quantizer_bitops``).
+
 Extension point: a module (outside quantized convs) that defines
 ``bitops_terms(inputs, output) -> Iterable[(ops, bits_a, bits_b)]`` is
 counted with those terms (ops at the probe resolution, scaled to the target
@@ -84,6 +93,16 @@ def _inside(name: str, prefixes: Sequence[str]) -> bool:
     return any(p == '' or name.startswith(p + '.') for p in prefixes)
 
 
+def _quantizer_bits(m: nn.Module, pname: str) -> Optional[int]:
+    """Bits per value of parameter ``pname`` of the quantized conv ``m``
+    that belongs to one of its quantizers (None: not a quantizer's)."""
+    head, _, rest = pname.partition('.')
+    child = getattr(m, head, None) if rest else None
+    if child is None or not hasattr(child, 'param_storage_bits'):
+        return None
+    return int(child.param_storage_bits(rest))
+
+
 def _storage_rows(model: nn.Module,
                   count_weight_ranges: bool) -> Dict[str, LayerComplexity]:
     """One row per conv/linear/skip module or parameter-owning module."""
@@ -123,6 +142,11 @@ def _storage_rows(model: nn.Module,
                 row.offset_storage_bits += p.numel() * bits
             elif kind == 'qconv' and pname == 'weight' and active:
                 bits = m.w_bits
+            elif kind == 'qconv' and _quantizer_bits(m, pname) is not None:
+                bits = _quantizer_bits(m, pname)
+                if bits == 0:
+                    continue  # not stored (e.g. an unused gate)
+                bits = bits if active else FP_BITS
             else:
                 bits = FP_BITS
             row.params += p.numel()
@@ -252,6 +276,13 @@ def _count_ops(row: LayerComplexity, m: nn.Module, calls: List[Tuple],
             row.out_shape = (c_out, *out_sp)
             row.macs += macs
             row.bitops += 2 * macs * wb * ab
+            quant = getattr(m, 'act_quantizer', None)
+            if row.kind == 'qconv' and active and \
+                    hasattr(quant, 'runtime_bitops_terms'):
+                extra = sum(int(o) * int(ba) * int(bb) for o, ba, bb in
+                            quant.runtime_bitops_terms((c_in, *spatial_in)))
+                row.quantizer_bitops += extra
+                row.bitops += extra
             n_off = len(_enabled_offsets(m)) if row.kind == 'qconv' else 0
             if n_off:
                 ob = getattr(m, 'offset_bits', FP_BITS) if active else FP_BITS

@@ -34,6 +34,9 @@ class LayerComplexity:
         offset_vectors: Enabled offset vectors (shift + scale).
         offset_storage_bits: Part of ``storage_bits`` due to offsets.
         offset_bitops: Part of ``bitops`` due to offsets.
+        quantizer_bitops: Part of ``bitops`` due to the activation
+            quantizer's run-time work (``runtime_bitops_terms``: DAQ's
+            statistics, DDTB's gate).
         calls: Forward calls seen during the probe.
         out_shape: (C, H, W) of the last call's output at the target size.
     """
@@ -50,6 +53,7 @@ class LayerComplexity:
     offset_vectors: int = 0
     offset_storage_bits: int = 0
     offset_bitops: int = 0
+    quantizer_bitops: int = 0
     calls: int = 0
     out_shape: Tuple[int, ...] = ()
 
@@ -106,6 +110,11 @@ class ComplexityReport:
         """Offset share of the BitOPs, in T."""
         return self._sum('offset_bitops') / 1e12
 
+    @property
+    def quantizer_bitops_t(self) -> float:
+        """Share of the quantizers' run-time work in the BitOPs, in T."""
+        return self._sum('quantizer_bitops') / 1e12
+
     def totals(self) -> Dict[str, Any]:
         """Totals as a flat dict (JSON friendly)."""
         return dict(
@@ -117,7 +126,8 @@ class ComplexityReport:
             bitops_t=round(self.bitops_t, 4),
             offset_vectors=self._sum('offset_vectors'),
             offset_storage_k=round(self.offset_storage_k, 4),
-            offset_bitops_t=round(self.offset_bitops_t, 6))
+            offset_bitops_t=round(self.offset_bitops_t, 6),
+            quantizer_bitops_t=round(self.quantizer_bitops_t, 6))
 
     def to_dict(self, layers: bool = True) -> Dict[str, Any]:
         """Totals plus (optionally) one dict per layer."""
@@ -150,8 +160,10 @@ class ComplexityReport:
             f"{'total':<32} {'':<16} {'':>7} {self.params:>9} "
             f'{self.storage_k:>9.1f} {self.macs / 1e9:>9.1f} '
             f'{self.bitops_t:>10.1f} {self._sum("offset_vectors"):>4}')
+        extra = (f', quantizer run-time {self.quantizer_bitops_t:.4f}T'
+                 if self._sum('quantizer_bitops') else '')
         lines.append(f'storage {self.storage_k:.1f}K (offsets '
                      f'{self.offset_storage_k:.2f}K), BitOPs '
                      f'{self.bitops_t:.1f}T (offsets '
-                     f'{self.offset_bitops_t:.4f}T)')
+                     f'{self.offset_bitops_t:.4f}T{extra})')
         return '\n'.join(lines)

@@ -71,9 +71,14 @@ class LayerStats:
     ch_mean: List[float] = field(default_factory=list)
     ch_std: List[float] = field(default_factory=list)
 
-    def to_dict(self) -> Dict:
-        """Plain dict (JSON / checkpoint meta)."""
-        return asdict(self)
+    def to_dict(self, per_channel: bool = False) -> Dict:
+        """Plain dict (JSON / checkpoint meta); the per-channel lists only
+        with ``per_channel`` (they serve the offset init, not the table)."""
+        out = asdict(self)
+        if not per_channel:
+            out.pop('ch_mean')
+            out.pop('ch_std')
+        return out
 
 
 class FeatureObserver:

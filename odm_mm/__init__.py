@@ -9,6 +9,8 @@ modules still import.
 """
 from .version import __version__
 from . import quantizers, layers, swap  # noqa: F401  (torch-only)
+# baselines: each file registers its method ('daq', 'ddtb')
+from . import quantizers_daq, quantizers_ddtb  # noqa: F401,E402
 from .layers import QuantConv
 from .swap import swap_convs
 
@@ -21,5 +23,6 @@ except ModuleNotFoundError as err:  # only a missing mmagic is tolerated
         raise
 if HAS_MMAGIC:
     from . import registry  # noqa: F401,E402  (registers the glue)
+    from . import ddtb_hook  # noqa: F401,E402  (DDTBCalibHook)
 
 __all__ = ['__version__', 'QuantConv', 'swap_convs', 'HAS_MMAGIC']

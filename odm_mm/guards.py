@@ -199,8 +199,12 @@ class NumericalGuardHook(Hook):
     def _repair(self, model, iteration: int) -> None:
         layers = model.quant_layers() if hasattr(model, 'quant_layers') \
             else []
+        # quantizers with a learnable range (alpha or lower/upper); one that
+        # recomputes its range at every call has nothing to repair
         quants = [(name, conv.act_quantizer) for name, conv in layers
-                  if hasattr(getattr(conv, 'act_quantizer', None), 'repair_')]
+                  if hasattr(getattr(conv, 'act_quantizer', None), 'repair_')
+                  and (hasattr(conv.act_quantizer, 'alpha') or
+                       hasattr(conv.act_quantizer, 'upper'))]
         if not quants:
             return
         # one host sync for all layers; repair_ re-checks each flagged one

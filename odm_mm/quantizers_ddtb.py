@@ -1,0 +1,444 @@
+"""DDTB baseline: dynamic dual trainable bounds (Zhong et al., ECCV 2022),
+registered as method ``'ddtb'``.
+
+Torch-only. Follows the official code (github.com/zysxmu/DDTB,
+``model/quant_ops.py``: ``DDTB_quant_act_asym_dynamic_quantized``,
+``quant_weight_asym99`` / ``quant_weight_asym``, ``quant_activation``,
+``QuantConv2d``; ``main_limitrange_incremental.py`` for calibration and the
+choice of the dynamic layers). Choices: ``docs/baselines.md``.
+
+Quantizer (:func:`ddtb_fake_quant`, the paper's asymmetric quantizer with a
+rounded zero point) over ``[l, u]`` with ``n = 2^b - 1``::
+
+    f = n / (u - l);  z = Int(f l) + 2^(b-1)
+    Q(x) = (Int(f clip(x, l, u) - z) + z) / f
+
+i.e. the multiples of ``(u - l) / n`` between ``l`` and ``u`` (0 is a level),
+signed codes ``Int(f clip(x) - z)`` in ``[-2^(b-1), 2^(b-1) - 1]``; ``Int``
+is :func:`~odm_mm.quantizers.round_ste` (gradients reach ``l`` and ``u``
+through ``f`` and the clip).
+
+Activations (:class:`DDTBActQuantizer`): two trainable bounds ``l, u`` per
+layer (dual trainable bounds), initialised from calibration percentiles.
+On the layers chosen as *dynamic* (:func:`select_dynamic`: the top
+``dynamic_ratio`` of the layers by the variance over calibration batches of
+the batch max plus that of the batch min; official ratios 0.3 EDSR, 0.5 RDN,
+0.1 SRResNet) a dynamic gate (:class:`DDTBGate`) scales them per image,
+``u_n = a_n u``, ``l_n = b_n l`` with ``(a_n, b_n) = 2 sigmoid(gate(x_n))``.
+
+Weights (:class:`DDTBWeightQuantizer`): the same quantizer over the
+percentiles ``[P_j, P_{100-j}]`` of the weight tensor (official
+``quant_weight_asym99``: j = 1, EDSR/SRResNet; ``quant_weight_asym``: min/max,
+j = 0, RDN), no gradient into the range.
+"""
+from __future__ import annotations
+
+import math
+from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.nn.modules.module import register_module_module_registration_hook
+
+from .quantizers import (ActQuantizerBase, IntegerForm, PAMSWeightQuantizer,
+                         Quantizer, register_quantizer, round_ste)
+
+__all__ = ['ddtb_fake_quant', 'ddtb_codes', 'ddtb_dequantize',
+           'ddtb_integer_form', 'gate_act_quant', 'DDTBGate',
+           'DDTBActQuantizer', 'DDTBWeightQuantizer', 'dynamic_scores',
+           'select_dynamic']
+
+_NO_FORM = ('DDTB scales the activation bounds of this layer per image with '
+            'its dynamic gate; the clip range and step change with every '
+            'input, so it has no static integer form to export.')
+
+
+def _clip(x: Tensor, lo: Tensor, hi: Tensor) -> Tensor:
+    """clip(x, lo, hi); gradient to x on [lo, hi], to the bound outside."""
+    return torch.where(x < lo, lo, torch.where(x > hi, hi, x))
+
+
+def _scale_zero(lo: Tensor, hi: Tensor, bits: int) -> Tuple[Tensor, Tensor]:
+    f = (2**bits - 1) / (hi - lo)
+    return f, round_ste(f * lo) + 2**(bits - 1)
+
+
+def ddtb_fake_quant(x: Tensor, lo: Tensor, hi: Tensor, bits: int) -> Tensor:
+    """``(Int(f clip(x, l, u) - z) + z) / f`` (module docstring)."""
+    f, z = _scale_zero(lo, hi, bits)
+    return (round_ste(f * _clip(x, lo, hi) - z) + z) / f
+
+
+def ddtb_codes(x: Tensor, lo: Tensor, hi: Tensor, bits: int) -> Tensor:
+    """Codes ``Int(f clip(x) - z) + 2^(b-1)`` in ``[0, 2^b - 1]``."""
+    f, z = _scale_zero(lo, hi, bits)
+    return torch.round(f * _clip(x, lo, hi) - z) + 2**(bits - 1)
+
+
+def ddtb_dequantize(codes: Tensor, lo: Tensor, hi: Tensor,
+                    bits: int) -> Tensor:
+    """Values of :func:`ddtb_codes`, computed as the forward pass does."""
+    f, z = _scale_zero(lo, hi, bits)
+    return ((codes - 2**(bits - 1)) + z) / f
+
+
+def ddtb_integer_form(lo: Tensor, hi: Tensor, bits: int,
+                      params: Dict[str, Tensor]) -> IntegerForm:
+    """``t_q = Int(f l) / f + code / f``: scale 1/f, offset Int(f l)/f."""
+    f, _ = _scale_zero(lo, hi, bits)
+    return IntegerForm(scale=1 / f, offset=torch.round(f * lo) / f, zero=0,
+                       levels=2**bits, clip_lo=lo, clip_hi=hi, params=params)
+
+
+def gate_act_quant(a: Tensor, bits: int) -> Tensor:
+    """The gate's activation quantizer (official ``quant_activation``): the
+    DDTB grid over [min, max] of the whole tensor (all images of the
+    batch). As in the official code it returns a tensor *without* gradient
+    to ``a``; a constant tensor is returned unchanged (detached)."""
+    a = a.detach()
+    lo, hi = a.min(), a.max()
+    same = hi <= lo
+    hi = torch.where(same, lo + 1, hi)
+    return torch.where(same, a, ddtb_fake_quant(a, lo, hi, bits))
+
+
+class DDTBGate(nn.Module):
+    """Dynamic gate controller: ``2 sigmoid(W2 q(relu(BN(W1 q(avgpool(x))))))``.
+
+    Official structure (``atten_c``): global average pool of the detached
+    input, ``gate_bits`` (2) activation quantizer, 1x1 conv C -> 32 (no bias,
+    2-bit symmetric max|w| weights), BN, ReLU, activation quantizer, 1x1 conv
+    32 -> 2. The 1x1 convs on the pooled ``(N, C)`` vector are written as
+    matrix products. ``weight2`` starts at zero, so the gate starts at the
+    identity scale 1 (see docs/baselines.md).
+
+    Args:
+        in_channels: C, channels of the quantized feature.
+        hidden: Hidden width (official: 32).
+        bits: Bit-width of the gate's weights and activations (official: 2).
+    """
+
+    def __init__(self, in_channels: int, hidden: int = 32,
+                 bits: int = 2) -> None:
+        super().__init__()
+        self.in_channels, self.hidden, self.bits = in_channels, hidden, bits
+        bound = 1.0 / math.sqrt(in_channels)  # the official conv init
+        self.weight1 = nn.Parameter(
+            torch.empty(hidden, in_channels).uniform_(-bound, bound))
+        self.bn = nn.BatchNorm1d(hidden)
+        self.weight2 = nn.Parameter(torch.zeros(2, hidden))
+        self.wq1 = PAMSWeightQuantizer(bits)
+        self.wq2 = PAMSWeightQuantizer(bits)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """``(N, 2)`` scales ``(a_n, b_n)`` of the upper and lower bound."""
+        ctx = x.detach().mean((2, 3))
+        h = F.linear(gate_act_quant(ctx, self.bits), self.wq1(self.weight1))
+        h = F.relu(self.bn(h))
+        logits = F.linear(gate_act_quant(h, self.bits),
+                          self.wq2(self.weight2))
+        return 2 * torch.sigmoid(logits)
+
+
+class DDTBActQuantizer(ActQuantizerBase):
+    """DDTB activation quantizer: dual trainable bounds + dynamic gate.
+
+    The gate needs the channel count, which ``QuantConv`` does not pass to
+    ``act_cls(a_bits)``: it is built with ``in_channels`` here or, when the
+    quantizer is assigned to a conv (``QuantConv.__init__``), from the conv's
+    ``in_channels`` by a module-registration hook; either way before any
+    optimizer or checkpoint sees the model. Every layer has a gate (as in
+    the official code); it is used and stored only where ``dynamic``.
+
+    Args:
+        bits: Activation bit-width (1..8).
+        eps: Minimum range width (collapsed ranges are repaired).
+        in_channels: Channels of the quantized feature (see above).
+        gate_bits: Bit-width of the gate (official: 2).
+        gate_hidden: Hidden width of the gate (official: 32).
+    """
+
+    def __init__(self, bits: int, eps: float = 1e-4,
+                 in_channels: Optional[int] = None, gate_bits: int = 2,
+                 gate_hidden: int = 32) -> None:
+        super().__init__(bits, eps)
+        self.lower = nn.Parameter(torch.tensor(-1.0))
+        self.upper = nn.Parameter(torch.tensor(1.0))
+        self.gate_bits, self.gate_hidden = gate_bits, gate_hidden
+        self.gate: Optional[DDTBGate] = None
+        self.register_buffer('dynamic', torch.tensor(False))
+        self._dynamic = False  # python mirror: no device sync in forward
+        if in_channels is not None:
+            self.build_gate(in_channels)
+
+    def build_gate(self, in_channels: int) -> None:
+        """Create the gate for ``in_channels`` (once)."""
+        if self.gate is not None:
+            if self.gate.in_channels != in_channels:
+                raise ValueError(f'DDTB gate built for {self.gate.in_channels}'
+                                 f' channels, not {in_channels}')
+            return
+        dev = self.lower.device
+        self.gate = DDTBGate(in_channels, self.gate_hidden,
+                             self.gate_bits).to(dev)
+
+    # ------------------------------------------------------------ switches
+    @property
+    def has_integer_form(self) -> bool:  # type: ignore[override]
+        """Static layers only."""
+        return not self._dynamic
+
+    @torch.no_grad()
+    def set_dynamic(self, flag: bool) -> None:
+        """Use (and store) the gate on this layer or not."""
+        if flag and self.gate is None:
+            raise ValueError('DDTB: this quantizer has no gate (build_gate or '
+                             'attach it to a conv first)')
+        self.dynamic.fill_(bool(flag))
+        self._dynamic = bool(flag)
+
+    def _load_from_state_dict(self, *args: Any, **kwargs: Any) -> None:
+        super()._load_from_state_dict(*args, **kwargs)
+        self._dynamic = bool(self.dynamic)
+
+    # ---------------------------------------------------------- calibration
+    @torch.no_grad()
+    def init_from_range(self, lower: float, upper: float) -> None:
+        """``l, u`` = the calibration percentiles (official: P_1 / P_99,
+        RDN P_5 / P_95)."""
+        lo, up = float(lower), float(upper)
+        if not up - lo >= self.eps:
+            mid = (lo + up) / 2
+            lo, up = mid - self.eps, mid + self.eps
+        self.lower.data.fill_(lo)
+        self.upper.data.fill_(up)
+        self.initialized.fill_(True)
+
+    @torch.no_grad()
+    def repair_(self) -> bool:
+        """Fix ``u - l < eps`` in place; True if it had to."""
+        if float(self.upper - self.lower) >= self.eps:
+            return False
+        mid = (self.upper + self.lower) / 2
+        self.lower.data.copy_(mid - self.eps)
+        self.upper.data.copy_(mid + self.eps)
+        return True
+
+    def range_width(self) -> Tensor:
+        """``u - l`` of the static bounds (with gradient)."""
+        return self.upper - self.lower
+
+    # -------------------------------------------------------------- forward
+    def bounds(self, x: Tensor) -> Tuple[Tensor, Tensor]:
+        """``(l, u)``: the static bounds, or per image ``(N, 1, 1, 1)``
+        ``(b_n l, a_n u)`` on a dynamic layer (``u_n >= l_n + eps``)."""
+        if not self._dynamic:
+            return self.lower, self.upper
+        s = self.gate(x)
+        lo = (s[:, 1] * self.lower).view(-1, 1, 1, 1)
+        hi = (s[:, 0] * self.upper).view(-1, 1, 1, 1)
+        return lo, torch.maximum(hi, lo + self.eps)
+
+    def forward(self, x: Tensor) -> Tensor:  # noqa: D102
+        lo, hi = self.bounds(x)
+        return ddtb_fake_quant(x, lo, hi, self.bits)
+
+    def integer_form(self, t: Optional[Tensor] = None) -> IntegerForm:
+        """Static layers: the DDTB grid over ``[l, u]``; dynamic layers
+        raise ``ValueError`` (per-image bounds)."""
+        if self._dynamic:
+            raise ValueError(_NO_FORM)
+        lo, hi = self.lower.detach(), self.upper.detach()
+        return ddtb_integer_form(lo, hi, self.bits, dict(lower=lo, upper=hi))
+
+    def codes(self, t: Tensor) -> Tensor:
+        """Codes of ``t`` (dynamic layers: with the bounds of each image)."""
+        with torch.no_grad():
+            lo, hi = self.bounds(t)
+            return ddtb_codes(t.detach(), lo, hi, self.bits)
+
+    def dequantize(self, codes: Tensor, t: Optional[Tensor] = None
+                   ) -> Tensor:
+        """Values of ``codes``; dynamic layers need ``t`` (the gate)."""
+        if self._dynamic and t is None:
+            raise ValueError(_NO_FORM + ' dequantize needs the input tensor.')
+        with torch.no_grad():
+            lo, hi = self.bounds(t) if self._dynamic else \
+                (self.lower, self.upper)
+            return ddtb_dequantize(codes, lo, hi, self.bits)
+
+    # ---------------------------------------------------------------- cost
+    def param_storage_bits(self, name: str) -> int:
+        """Bounds at 32 bits; the gate only on dynamic layers: its two
+        weight matrices at ``gate_bits``, BN affine at 32 (the running
+        statistics fold into it)."""
+        if not name.startswith('gate.'):
+            return 32
+        if not self._dynamic:
+            return 0
+        return self.gate_bits if name.startswith('gate.weight') else 32
+
+    def runtime_bitops_terms(self, input_shape: Tuple[int, ...]
+                             ) -> List[Tuple[int, int, int]]:
+        """Dynamic layers: the average pool (one 32-bit add per input
+        element) and the gate's two matrix products (2 ops per MAC at
+        ``gate_bits``); BN, ReLU, sigmoid and the two bound products (a few
+        per image) are not counted."""
+        if not self._dynamic:
+            return []
+        c = int(input_shape[0])
+        n = 1
+        for s in input_shape:
+            n *= int(s)
+        macs = self.gate_hidden * c + 2 * self.gate_hidden
+        return [(n, 32, 32), (2 * macs, self.gate_bits, self.gate_bits)]
+
+    def extra_repr(self) -> str:  # noqa: D102
+        return f'bits={self.bits}, dynamic={self._dynamic}'
+
+
+def _attach_gate(parent: nn.Module, name: str, child: nn.Module) -> None:
+    """Module-registration hook: a DDTB quantizer assigned to a module with
+    an integer ``in_channels`` (a conv) gets its gate."""
+    if isinstance(child, DDTBActQuantizer) and child.gate is None:
+        c = getattr(parent, 'in_channels', None)
+        if isinstance(c, int) and not isinstance(c, bool):
+            child.build_gate(c)
+    return None
+
+
+_GATE_HOOK = register_module_module_registration_hook(_attach_gate)
+
+
+class DDTBWeightQuantizer(Quantizer):
+    """DDTB weight quantizer over ``[P_j(W), P_{100-j}(W)]`` (linear
+    interpolation, as ``np.percentile``; j = 0: min/max).
+
+    Args:
+        bits: Weight bit-width (1..8).
+        percentile_j: j (official: 1 for EDSR/SRResNet, 0 for RDN).
+    """
+
+    _MAX_ELEMS = 1 << 24  # torch.quantile's limit; larger: strided sample
+
+    def __init__(self, bits: int, percentile_j: float = 1.0) -> None:
+        super().__init__(bits, 'w_bits')
+        if not 0.0 <= percentile_j < 50.0:
+            raise ValueError(f'percentile_j must be in [0, 50), got '
+                             f'{percentile_j}')
+        self.percentile_j = percentile_j
+
+    def weight_range(self, w: Tensor) -> Tuple[Tensor, Tensor]:
+        """``(P_j, P_{100-j})`` of the weights, no gradient; a constant
+        tensor gets a width of 1e-8."""
+        flat = w.detach().reshape(-1)
+        if flat.dtype not in (torch.float32, torch.float64):
+            flat = flat.float()
+        if flat.numel() > self._MAX_ELEMS:
+            flat = flat[::math.ceil(flat.numel() / self._MAX_ELEMS)]
+        q = torch.tensor([self.percentile_j / 100,
+                          1 - self.percentile_j / 100], dtype=flat.dtype,
+                         device=flat.device)
+        lo, hi = torch.quantile(flat, q).to(w.dtype)
+        return lo, torch.maximum(hi, lo + 1e-8)
+
+    def forward(self, w: Tensor) -> Tensor:  # noqa: D102
+        lo, hi = self.weight_range(w)
+        return ddtb_fake_quant(w, lo, hi, self.bits)
+
+    def integer_form(self, t: Optional[Tensor] = None) -> IntegerForm:
+        """The DDTB grid over the percentile range of ``t``."""
+        lo, hi = self.weight_range(t)
+        return ddtb_integer_form(lo, hi, self.bits, dict(lower=lo, upper=hi))
+
+    def codes(self, t: Tensor) -> Tensor:  # noqa: D102
+        return ddtb_codes(t.detach(), *self.weight_range(t), self.bits)
+
+    def dequantize(self, codes: Tensor, t: Optional[Tensor] = None
+                   ) -> Tensor:  # noqa: D102
+        return ddtb_dequantize(codes, *self.weight_range(t), self.bits)
+
+    def extra_repr(self) -> str:  # noqa: D102
+        return f'bits={self.bits}, percentile_j={self.percentile_j}'
+
+
+# ------------------------------------------------- choice of dynamic layers
+def _ddtb_layers(model: nn.Module) -> List[Tuple[str, nn.Module]]:
+    return [(n, m) for n, m in model.named_modules()
+            if isinstance(getattr(m, 'act_quantizer', None),
+                          DDTBActQuantizer) and hasattr(m, 'quant_enabled')]
+
+
+class _MaxMinObserver:
+    """Per-call max and min of the whole input tensor (official
+    ``fp_max_list`` / ``fp_min_list``)."""
+
+    def __init__(self) -> None:
+        self.maxs: List[float] = []
+        self.mins: List[float] = []
+
+    @torch.no_grad()
+    def update(self, x: Tensor) -> None:  # noqa: D102
+        self.maxs.append(float(x.max()))
+        self.mins.append(float(x.min()))
+
+    def score(self) -> float:
+        """``var(max) + var(min)`` (population variance, ``np.var``)."""
+        mx = torch.tensor(self.maxs, dtype=torch.float64)
+        mn = torch.tensor(self.mins, dtype=torch.float64)
+        return float(mx.var(unbiased=False) + mn.var(unbiased=False))
+
+
+@torch.no_grad()
+def dynamic_scores(model: nn.Module, batches: Iterable,
+                   forward: Optional[Callable[[nn.Module, Any], Any]] = None
+                   ) -> Dict[str, float]:
+    """DDTB's dynamic intensity of every DDTB layer: the FP32 network
+    (quantization switched off, eval mode) runs ``batches`` and each layer
+    scores ``var(batch max) + var(batch min)`` of its input."""
+    layers = _ddtb_layers(model)
+    if not layers:
+        raise ValueError('dynamic_scores: the model has no DDTB layer')
+    forward = forward or (lambda mdl, b: mdl(b))
+    obs = {n: _MaxMinObserver() for n, _ in layers}
+    convs = [m for m in model.modules() if hasattr(m, 'quant_enabled')
+             and hasattr(m, 'act_quantizer')]
+    saved = [(m, m.quant_enabled, getattr(m, 'observer', None))
+             for m in convs]
+    was_training = model.training
+    model.eval()
+    try:
+        for m in convs:
+            m.quant_enabled = False
+        for name, m in layers:
+            m.observer = obs[name]
+        for batch in batches:
+            forward(model, batch)
+    finally:
+        for m, enabled, observer in saved:
+            m.quant_enabled, m.observer = enabled, observer
+        model.train(was_training)
+    return {n: o.score() for n, o in obs.items()}
+
+
+@torch.no_grad()
+def select_dynamic(model: nn.Module, scores: Dict[str, float],
+                   ratio: float) -> List[str]:
+    """Make the ``int(n * ratio)`` layers with the highest score dynamic
+    (the official rule, ties in module order) and every other DDTB layer
+    static; returns the dynamic names."""
+    if not 0.0 <= ratio <= 1.0:
+        raise ValueError(f'dynamic ratio must be in [0, 1], got {ratio}')
+    layers = dict(_ddtb_layers(model))
+    missing = set(scores) - set(layers)
+    if missing:
+        raise ValueError(f'select_dynamic: no DDTB layer {sorted(missing)}')
+    order = sorted(scores, key=lambda n: -scores[n])
+    chosen = order[:int(len(order) * ratio)]
+    for name, m in layers.items():
+        m.act_quantizer.set_dynamic(name in chosen)
+    return [n for n in layers if n in chosen]
+
+
+register_quantizer('ddtb', DDTBActQuantizer, DDTBWeightQuantizer)

@@ -73,6 +73,22 @@ def test_configs_found():
             'fp32/msrresnet_x4_t91.py', 'fp32/edsr_x4_div2k.py'} <= names
 
 
+@pytest.mark.parametrize('method', ['daq', 'ddtb'])
+def test_baseline_folders_mirror_pams(method):
+    """configs/<method>/ has the PAMS experiments, each with its method."""
+    names = {p.name for p in CONFIGS if p.parent.name == 'pams'}
+    mine = [p for p in CONFIGS if p.parent.name == method]
+    assert {p.name for p in mine} == names
+    for path in mine:
+        cfg = _load(path)
+        assert cfg.model.quant_cfg.method == method
+        assert cfg.model.var_loss is None
+        assert cfg.experiment_name == f'{method}_{path.stem}'
+        bits = path.stem.split('_')[-1]
+        assert bits == f'w{cfg.model.quant_cfg.w_bits}a' \
+            f'{cfg.model.quant_cfg.a_bits}'
+
+
 @pytest.mark.parametrize(
     'path', CONFIGS, ids=[p.relative_to(CONFIG_DIR).as_posix()
                           for p in CONFIGS])

@@ -1,0 +1,15 @@
+_base_ = ['../odm/_base_/paper_edsr_x2.py']
+
+experiment_name = 'daq_edsr_x2_w2a2'
+work_dir = f'./work_dirs/{experiment_name}'
+
+# DAQ baseline (Hong et al., WACV 2022) in the same framework: per-image
+# channel-wise mean/std normalisation with a Gaussian-optimal step and
+# quantized sigmas (odm_mm/quantizers_daq.py, docs/baselines.md). No
+# learnable quantizer parameter; the official recipe trains with L1 only
+# (no SKT, no teacher); no L_V, no offsets. Calibration only sets each
+# layer's branch (input after a ReLU or not).
+model = dict(quant_cfg=dict(w_bits=2, a_bits=2, method='daq'),
+             var_loss=None, skt_loss=None)
+optim_wrapper = _base_.odm_pams_optim_wrapper
+custom_hooks = _base_.odm_calib_hooks

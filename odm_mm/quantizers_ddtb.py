@@ -163,8 +163,9 @@ class DDTBActQuantizer(ActQuantizerBase):
                  in_channels: Optional[int] = None, gate_bits: int = 2,
                  gate_hidden: int = 32) -> None:
         super().__init__(bits, eps)
-        self.lower = nn.Parameter(torch.tensor(-1.0))
-        self.upper = nn.Parameter(torch.tensor(1.0))
+        # official placeholder +-10 at [0, 255] pixels; set at calibration
+        self.lower = nn.Parameter(torch.tensor(-10 / 255))
+        self.upper = nn.Parameter(torch.tensor(10 / 255))
         self.gate_bits, self.gate_hidden = gate_bits, gate_hidden
         self.gate: Optional[DDTBGate] = None
         self.register_buffer('dynamic', torch.tensor(False))

@@ -486,3 +486,25 @@ def test_complexity_cli_on_the_configs(tmp_path):
     assert round(res['storage_k'], 3) == 413.479
     res = tool.main([str(REPO / 'configs' / 'daq' / 'edsr_x4_w2a2.py')])
     assert round(res['bitops_t'], 1) == 216.7
+
+
+def test_ddtb_config_learning_rates():
+    """Bounds at the official 1e-2 converted to [0, 1] pixels, gate and
+    weights at the base lr 1e-4 (longest paramwise key wins)."""
+    pytest.importorskip('mmagic.models.editors')
+    from mmengine.config import Config
+    from mmengine.optim import build_optim_wrapper
+    from mmengine.registry import init_default_scope
+    from mmagic.registry import MODELS
+    cfg = Config.fromfile(str(REPO / 'configs' / 'ddtb' / 'edsr_x4_w2a2.py'))
+    init_default_scope('mmagic')
+    cfg.model.generator.update(mid_channels=8, num_blocks=1)
+    model = MODELS.build(cfg.model)
+    wrapper = build_optim_wrapper(model, cfg.optim_wrapper)
+    names = {id(p): n for n, p in model.named_parameters()}
+    lrs = {}
+    for group in wrapper.optimizer.param_groups:
+        for p in group['params']:
+            lrs[names[id(p)].split('.')[-1]] = group['lr']
+    assert lrs['lower'] == lrs['upper'] == pytest.approx(1e-2 / 255)
+    assert lrs['weight1'] == lrs['weight2'] == lrs['weight'] == 1e-4

@@ -8,8 +8,9 @@ work_dir = f'./work_dirs/{experiment_name}'
 # layers by var(batch max) + var(batch min) (the official dynamic_ratio
 # for this network), DDTB's percentile weight quantizer
 # (odm_mm/quantizers_ddtb.py, docs/baselines.md). L1 + SKT (the official
-# at_loss), no L_V, no offsets. Bounds learn at 100x the base lr (official
-# 1e-2 vs 1e-4), the gate at the base lr.
+# at_loss), no L_V, no offsets. The bounds learn at the official 1e-2
+# converted to [0, 1] pixels (Adam steps are in feature units: 1e-2 / 255,
+# i.e. lr_mult 100 / 255), the gate and the weights at the base lr.
 model = dict(quant_cfg=dict(w_bits=2, a_bits=2, method='ddtb'),
              var_loss=None)
 optim_wrapper = dict(
@@ -17,7 +18,7 @@ optim_wrapper = dict(
     type='OptimWrapper',
     optimizer=dict(type='Adam', lr=1e-4, betas=(0.9, 0.999)),
     paramwise_cfg=dict(custom_keys={
-        'act_quantizer': dict(lr_mult=100.),
+        'act_quantizer': dict(lr_mult=100. / 255),
         'act_quantizer.gate': dict(lr_mult=1.),
     }))
 custom_hooks = [

@@ -12,7 +12,9 @@ the SRResNet the paper (and PAMS/DAQ/DDTB) evaluate: BN in the residual
 blocks, PReLU, 9x9 head/tail convs, bias-free convs. It is defined here as a
 reference for the complexity figures only (it is not an mmagic model).
 A second table shows the offset overhead under the readings discussed in the
-doc. Needs mmagic for the mmagic models; ``PaperSRResNet`` is torch-only.
+doc, a third the DAQ and DDTB baselines at W2A2 (docs/complexity.md, "DAQ"
+and "DDTB"). Needs mmagic for the mmagic models; ``PaperSRResNet`` is
+torch-only.
 """
 from __future__ import annotations
 
@@ -168,6 +170,65 @@ def offset_table(names: Sequence[str]) -> List[Dict]:
     return rows
 
 
+# Table 4 / S3 rows of the baselines (storage K, BitOPs T) and the official
+# DDTB dynamic ratios (run.sh: EDSR 0.3, RDN 0.5, SRResNet 0.1)
+PAPER_BASELINES = {
+    ('EDSRNet', 'daq'): (411.7, 216.1), ('EDSRNet', 'ddtb'): (413.4, 215.1),
+    ('RDNNet', 'daq'): (1715.9, 287.7), ('RDNNet', 'ddtb'): (1769.7, 236.6),
+    ('PaperSRResNet', 'daq'): (440.9, 279.0),
+    ('PaperSRResNet', 'ddtb'): (442.3, 276.9),
+}
+DDTB_RATIO = {'EDSRNet': 0.3, 'RDNNet': 0.5, 'MSRResNet': 0.1,
+              'PaperSRResNet': 0.1}
+
+
+def _daq_cases(name: str):
+    """DAQ as built (every layer on the signed branch) and calibrated on a
+    random batch (inputs that follow a ReLU take the non-negative branch)."""
+    import torch
+    from odm_mm.calibration import calibrate_model
+    yield 'uncalibrated (all signed)', quantize(build(name), 2, 'daq')
+    model = quantize(build(name), 2, 'daq')
+    torch.manual_seed(0)
+    calibrate_model(model, [torch.rand(2, 3, 16, 16)], shift=False,
+                    scale=False)
+    n = sum(m.act_quantizer._nonneg for _, m in quant_convs(model))
+    yield f'calibrated ({n} post-ReLU inputs)', model
+
+
+def _ddtb_cases(name: str):
+    """``int(n * ratio)`` dynamic layers; which ones is chosen from data,
+    so for RDN (layer widths 64..1024) the narrowest and the widest."""
+    orders = ['any'] if name != 'RDNNet' else ['narrowest', 'widest']
+    for order in orders:
+        model = quantize(build(name), 2, 'ddtb')
+        convs = [m for _, m in quant_convs(model)]
+        k = int(len(convs) * DDTB_RATIO[name])
+        ranked = sorted(convs, key=lambda m: m.in_channels,
+                        reverse=order == 'widest')
+        for m in ranked[:k]:
+            m.act_quantizer.set_dynamic(True)
+        yield f'{k} of {len(convs)} gates ({order})', model
+
+
+def baseline_table(names: Sequence[str]) -> List[Dict]:
+    """W2A2 DAQ and DDTB against the paper's rows."""
+    rows = []
+    for name in names:
+        for method, cases in (('daq', _daq_cases), ('ddtb', _ddtb_cases)):
+            ref = PAPER_BASELINES.get((name, method))
+            for label, model in cases(name):
+                rep = count_complexity(model, probe_size=4)
+                rows.append(dict(
+                    model=name, method=method, case=label,
+                    storage_k=round(rep.storage_k, 3),
+                    paper_storage_k=ref[0] if ref else None,
+                    bitops_t=round(rep.bitops_t, 3),
+                    paper_bitops_t=ref[1] if ref else None,
+                    quantizer_bitops_t=round(rep.quantizer_bitops_t, 4)))
+    return rows
+
+
 def to_markdown(rows: List[Dict], keys: Sequence[str]) -> str:
     """A markdown table of ``rows`` restricted to ``keys``."""
     out = ['| ' + ' | '.join(keys) + ' |',
@@ -187,7 +248,8 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, List[Dict]]:
     p.add_argument('--json', default=None, help='write the tables as JSON')
     args = p.parse_args(argv)
     tables = dict(complexity=main_table(args.models, args.bits),
-                  offsets=offset_table(args.models))
+                  offsets=offset_table(args.models),
+                  baselines=baseline_table(args.models))
     print(to_markdown(tables['complexity'], [
         'model', 'bits', 'storage_k', 'paper_storage_k', 'bitops_t',
         'paper_bitops_t']))
@@ -196,6 +258,10 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, List[Dict]]:
         'model', 'case', 'vectors', 'storage_k', 'offset_storage_k',
         'storage_pct', 'offset_bitops_t', 'bitops_pct',
         'paper_odm_storage_k']))
+    print()
+    print(to_markdown(tables['baselines'], [
+        'model', 'method', 'case', 'storage_k', 'paper_storage_k',
+        'bitops_t', 'paper_bitops_t', 'quantizer_bitops_t']))
     if args.json:
         with open(args.json, 'w') as f:
             json.dump(tables, f, indent=2)

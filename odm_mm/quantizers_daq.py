@@ -1,5 +1,6 @@
 """DAQ baseline: channel-wise distribution-aware quantization (Hong et al.,
-WACV 2022), registered as method ``'daq'``.
+WACV 2022), registered as method ``'daq'`` (and ``'daq_clip'``, a strict
+b-bit variant, see step 3).
 
 Torch-only. Follows the official code (github.com/Cheeun/DAQ-pytorch,
 ``src/model/quantize.py``: ``Quantization`` and ``Conv2d_Q``); the choices
@@ -47,7 +48,7 @@ from .quantizers import (ActQuantizerBase, IntegerForm, Quantizer,
 
 __all__ = ['GAUSSIAN_STEPS', 'PassThroughSTE', 'pass_through',
            'daq_step_multiplier', 'quantize_sigma', 'DAQActQuantizer',
-           'DAQWeightQuantizer']
+           'DAQClipActQuantizer', 'DAQWeightQuantizer']
 
 #: Optimal uniform quantization step of a unit Gaussian with 2^k levels
 #: (Max, 1960), indexed by k; the official code uses ``GAUSSIAN_STEPS[b-1]``
@@ -324,4 +325,15 @@ class DAQWeightQuantizer(Quantizer):
                            params=dict(std=std))
 
 
+class DAQClipActQuantizer(DAQActQuantizer):
+    """DAQ with ``clip_nonneg=True``: post-ReLU inputs keep ``2^b`` levels
+    ``j s``, ``j = 0 .. 2^b - 1`` (a strict b-bit variant; method
+    ``'daq_clip'``, not in the official code)."""
+
+    def __init__(self, bits: int, eps: float = 1e-4,
+                 sigma_bits: int = 4) -> None:
+        super().__init__(bits, eps, sigma_bits, clip_nonneg=True)
+
+
 register_quantizer('daq', DAQActQuantizer, DAQWeightQuantizer)
+register_quantizer('daq_clip', DAQClipActQuantizer, DAQWeightQuantizer)

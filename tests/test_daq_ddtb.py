@@ -132,7 +132,9 @@ def test_daq_nonneg_branch_matches_official_and_is_unclipped(bits):
     big = x.detach().clone()
     big[0, 0, 0, 0] = 1e3  # far beyond 2^b steps: the official grid goes on
     assert q.codes(big).max() > 2**bits - 1
-    clipped = DAQActQuantizer(bits, clip_nonneg=True).to(D)
+    clipped = QuantConv(1, 1, 1, method='daq_clip', w_bits=bits,
+                        a_bits=bits).act_quantizer.to(D)
+    assert clipped.clip_nonneg  # the strict b-bit variant
     clipped.set_nonneg(True)
     assert clipped.codes(big).max() <= 2**bits - 1
     assert clipped.codes(big).min() >= 0

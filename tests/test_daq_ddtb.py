@@ -359,6 +359,11 @@ def test_export_refuses_run_time_ranges(tmp_path):
     # codes of one input still reproduce the dynamic forward exactly
     q = ddtb[0].act_quantizer.eval()
     assert torch.equal(q.dequantize(q.codes(x), x), q(x))
+    # the distribution figure draws the calibration range instead
+    from odm_mm.analysis.distribution import layer_range
+    st = _stats(-0.5, 0.7)
+    assert layer_range(daq[0], st) == (-0.5, 0.7, 'calibration range (P1/P99)')
+    assert layer_range(ddtb[0], st)[2] == 'calibration range (P1/P99)'
 
 
 # --------------------------------------------------- dynamic-layer choice

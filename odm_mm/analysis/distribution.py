@@ -155,9 +155,12 @@ def collect(model: nn.Module, items: List[Tuple[str, dict]],
 
 
 def layer_range(conv: QuantConv, stats) -> Tuple[float, float, str]:
-    """(lower, upper, label) of the quantization range drawn for a layer."""
-    if conv.quant_enabled and bool(conv.act_quantizer.initialized):
-        form = conv.act_quantizer.integer_form()
+    """(lower, upper, label) of the quantization range drawn for a layer
+    (a quantizer whose range is set per input at run time, e.g. DAQ, has no
+    static range to draw: the calibration range is drawn)."""
+    q = conv.act_quantizer
+    if conv.quant_enabled and bool(q.initialized) and q.has_integer_form:
+        form = q.integer_form()
         return (float(form.clip_lo), float(form.clip_hi),
                 f'learned {conv.method} range (W{conv.w_bits}A{conv.a_bits})')
     return stats.lower, stats.upper, 'calibration range (P1/P99)'

@@ -256,9 +256,7 @@ class DAQActQuantizer(ActQuantizerBase):
         by the step, add the mean); non-negative branch 6 (positive count,
         sum, sum of squares: 4; divide and multiply by the step: 2).
         Per-channel work (C values per image) is not counted."""
-        n = 1
-        for s in input_shape:
-            n *= int(s)
+        n = math.prod(int(s) for s in input_shape)
         return [(n * (6 if self._nonneg else 8), 32, 32)]
 
     def extra_repr(self) -> str:  # noqa: D102

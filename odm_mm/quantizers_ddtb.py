@@ -2,34 +2,22 @@
 registered as method ``'ddtb'``.
 
 Torch-only. Follows the official code (github.com/zysxmu/DDTB,
-``model/quant_ops.py``: ``DDTB_quant_act_asym_dynamic_quantized``,
-``quant_weight_asym99`` / ``quant_weight_asym``, ``quant_activation``,
-``QuantConv2d``; ``main_limitrange_incremental.py`` for calibration and the
-choice of the dynamic layers). Choices: ``docs/baselines.md``.
+``model/quant_ops.py``, ``main_limitrange_incremental.py``); the choices are
+listed in ``docs/baselines.md``.
 
-Quantizer (:func:`ddtb_fake_quant`, the paper's asymmetric quantizer with a
-rounded zero point) over ``[l, u]`` with ``n = 2^b - 1``::
+Quantizer (:func:`ddtb_fake_quant`, asymmetric with a rounded zero point)
+over ``[l, u]``, ``n = 2^b - 1``::
 
     f = n / (u - l);  z = Int(f l) + 2^(b-1)
     Q(x) = (Int(f clip(x, l, u) - z) + z) / f
 
-i.e. the multiples of ``(u - l) / n`` between ``l`` and ``u`` (0 is a level),
-signed codes ``Int(f clip(x) - z)`` in ``[-2^(b-1), 2^(b-1) - 1]``; ``Int``
-is :func:`~odm_mm.quantizers.round_ste` (gradients reach ``l`` and ``u``
-through ``f`` and the clip).
-
-Activations (:class:`DDTBActQuantizer`): two trainable bounds ``l, u`` per
-layer (dual trainable bounds), initialised from calibration percentiles.
-On the layers chosen as *dynamic* (:func:`select_dynamic`: the top
-``dynamic_ratio`` of the layers by the variance over calibration batches of
-the batch max plus that of the batch min; official ratios 0.3 EDSR, 0.5 RDN,
-0.1 SRResNet) a dynamic gate (:class:`DDTBGate`) scales them per image,
-``u_n = a_n u``, ``l_n = b_n l`` with ``(a_n, b_n) = 2 sigmoid(gate(x_n))``.
-
-Weights (:class:`DDTBWeightQuantizer`): the same quantizer over the
-percentiles ``[P_j, P_{100-j}]`` of the weight tensor (official
-``quant_weight_asym99``: j = 1, EDSR/SRResNet; ``quant_weight_asym``: min/max,
-j = 0, RDN), no gradient into the range.
+the multiples of ``(u - l) / n`` in ``[l, u]``; ``Int`` is
+:func:`~odm_mm.quantizers.round_ste`. Activations (:class:`DDTBActQuantizer`):
+trainable ``l, u`` per layer; on the *dynamic* layers (:func:`select_dynamic`:
+the top ``dynamic_ratio`` by ``var(batch max) + var(batch min)``) a gate
+(:class:`DDTBGate`) sets ``u_n = a_n u``, ``l_n = b_n l`` per image. Weights
+(:class:`DDTBWeightQuantizer`): the same grid over ``[P_j, P_{100-j}]`` of
+the weights (official j = 1; RDN min/max, j = 0), no gradient into the range.
 """
 from __future__ import annotations
 
@@ -41,8 +29,10 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.modules.module import register_module_module_registration_hook
 
-from .quantizers import (ActQuantizerBase, IntegerForm, PAMSWeightQuantizer,
-                         Quantizer, register_quantizer, round_ste)
+# _clip: x gets the gradient on [lo, hi], the bound that clips outside it
+from .quantizers import (ActQuantizer, ActQuantizerBase, IntegerForm,
+                         PAMSWeightQuantizer, Quantizer, _clip,
+                         register_quantizer, round_ste)
 
 __all__ = ['ddtb_fake_quant', 'ddtb_codes', 'ddtb_dequantize',
            'ddtb_integer_form', 'gate_act_quant', 'DDTBGate',
@@ -52,11 +42,6 @@ __all__ = ['ddtb_fake_quant', 'ddtb_codes', 'ddtb_dequantize',
 _NO_FORM = ('DDTB scales the activation bounds of this layer per image with '
             'its dynamic gate; the clip range and step change with every '
             'input, so it has no static integer form to export.')
-
-
-def _clip(x: Tensor, lo: Tensor, hi: Tensor) -> Tensor:
-    """clip(x, lo, hi); gradient to x on [lo, hi], to the bound outside."""
-    return torch.where(x < lo, lo, torch.where(x > hi, hi, x))
 
 
 def _scale_zero(lo: Tensor, hi: Tensor, bits: int) -> Tuple[Tensor, Tensor]:
@@ -93,9 +78,8 @@ def ddtb_integer_form(lo: Tensor, hi: Tensor, bits: int,
 
 def gate_act_quant(a: Tensor, bits: int) -> Tensor:
     """The gate's activation quantizer (official ``quant_activation``): the
-    DDTB grid over [min, max] of the whole tensor (all images of the
-    batch). As in the official code it returns a tensor *without* gradient
-    to ``a``; a constant tensor is returned unchanged (detached)."""
+    grid over [min, max] of the whole batch tensor, *without* gradient to
+    ``a`` (as official); a constant tensor is returned unchanged."""
     a = a.detach()
     lo, hi = a.min(), a.max()
     same = hi <= lo
@@ -104,14 +88,12 @@ def gate_act_quant(a: Tensor, bits: int) -> Tensor:
 
 
 class DDTBGate(nn.Module):
-    """Dynamic gate controller: ``2 sigmoid(W2 q(relu(BN(W1 q(avgpool(x))))))``.
+    """Dynamic gate: ``2 sigmoid(W2 q(relu(BN(W1 q(avgpool(x))))))``.
 
-    Official structure (``atten_c``): global average pool of the detached
-    input, ``gate_bits`` (2) activation quantizer, 1x1 conv C -> 32 (no bias,
-    2-bit symmetric max|w| weights), BN, ReLU, activation quantizer, 1x1 conv
-    32 -> 2. The 1x1 convs on the pooled ``(N, C)`` vector are written as
-    matrix products. ``weight2`` starts at zero, so the gate starts at the
-    identity scale 1 (see docs/baselines.md).
+    Official ``atten_c``: average pool of the detached input, 2-bit
+    activation quantizer, 1x1 conv C -> 32 (2-bit max|w| weights), BN, ReLU,
+    activation quantizer, 1x1 conv 32 -> 2, here as matrix products on the
+    pooled ``(N, C)``. ``weight2`` starts at 0 (identity scale 1).
 
     Args:
         in_channels: C, channels of the quantized feature.
@@ -144,12 +126,11 @@ class DDTBGate(nn.Module):
 class DDTBActQuantizer(ActQuantizerBase):
     """DDTB activation quantizer: dual trainable bounds + dynamic gate.
 
-    The gate needs the channel count, which ``QuantConv`` does not pass to
-    ``act_cls(a_bits)``: it is built with ``in_channels`` here or, when the
-    quantizer is assigned to a conv (``QuantConv.__init__``), from the conv's
-    ``in_channels`` by a module-registration hook; either way before any
-    optimizer or checkpoint sees the model. Every layer has a gate (as in
-    the official code); it is used and stored only where ``dynamic``.
+    ``QuantConv`` builds ``act_cls(a_bits)`` without the channel count the
+    gate needs: the gate is built from ``in_channels`` here or, inside
+    ``QuantConv.__init__``, from the conv's by a module-registration hook
+    (before any optimizer or checkpoint sees it). Every layer has a gate
+    (as official); it is used and stored only where ``dynamic``.
 
     Args:
         bits: Activation bit-width (1..8).
@@ -180,9 +161,8 @@ class DDTBActQuantizer(ActQuantizerBase):
                 raise ValueError(f'DDTB gate built for {self.gate.in_channels}'
                                  f' channels, not {in_channels}')
             return
-        dev = self.lower.device
         self.gate = DDTBGate(in_channels, self.gate_hidden,
-                             self.gate_bits).to(dev)
+                             self.gate_bits).to(self.lower.device)
 
     # ------------------------------------------------------------ switches
     @property
@@ -216,19 +196,10 @@ class DDTBActQuantizer(ActQuantizerBase):
         self.upper.data.fill_(up)
         self.initialized.fill_(True)
 
-    @torch.no_grad()
-    def repair_(self) -> bool:
-        """Fix ``u - l < eps`` in place; True if it had to."""
-        if float(self.upper - self.lower) >= self.eps:
-            return False
-        mid = (self.upper + self.lower) / 2
-        self.lower.data.copy_(mid - self.eps)
-        self.upper.data.copy_(mid + self.eps)
-        return True
-
-    def range_width(self) -> Tensor:
-        """``u - l`` of the static bounds (with gradient)."""
-        return self.upper - self.lower
+    # the same rules as ODM's two bounds: ``u - l < eps`` is widened around
+    # the middle; the width is ``u - l`` (static bounds, with gradient)
+    repair_ = ActQuantizer.repair_
+    range_width = ActQuantizer.range_width
 
     # -------------------------------------------------------------- forward
     def bounds(self, x: Tensor) -> Tuple[Tensor, Tensor]:
@@ -242,8 +213,7 @@ class DDTBActQuantizer(ActQuantizerBase):
         return lo, torch.maximum(hi, lo + self.eps)
 
     def forward(self, x: Tensor) -> Tensor:  # noqa: D102
-        lo, hi = self.bounds(x)
-        return ddtb_fake_quant(x, lo, hi, self.bits)
+        return ddtb_fake_quant(x, *self.bounds(x), self.bits)
 
     def integer_form(self, t: Optional[Tensor] = None) -> IntegerForm:
         """Static layers: the DDTB grid over ``[l, u]``; dynamic layers
@@ -253,11 +223,10 @@ class DDTBActQuantizer(ActQuantizerBase):
         lo, hi = self.lower.detach(), self.upper.detach()
         return ddtb_integer_form(lo, hi, self.bits, dict(lower=lo, upper=hi))
 
+    @torch.no_grad()
     def codes(self, t: Tensor) -> Tensor:
         """Codes of ``t`` (dynamic layers: with the bounds of each image)."""
-        with torch.no_grad():
-            lo, hi = self.bounds(t)
-            return ddtb_codes(t.detach(), lo, hi, self.bits)
+        return ddtb_codes(t.detach(), *self.bounds(t), self.bits)
 
     def dequantize(self, codes: Tensor, t: Optional[Tensor] = None
                    ) -> Tensor:
@@ -265,9 +234,7 @@ class DDTBActQuantizer(ActQuantizerBase):
         if self._dynamic and t is None:
             raise ValueError(_NO_FORM + ' dequantize needs the input tensor.')
         with torch.no_grad():
-            lo, hi = self.bounds(t) if self._dynamic else \
-                (self.lower, self.upper)
-            return ddtb_dequantize(codes, lo, hi, self.bits)
+            return ddtb_dequantize(codes, *self.bounds(t), self.bits)
 
     # ---------------------------------------------------------------- cost
     def param_storage_bits(self, name: str) -> int:
@@ -288,12 +255,9 @@ class DDTBActQuantizer(ActQuantizerBase):
         per image) are not counted."""
         if not self._dynamic:
             return []
-        c = int(input_shape[0])
-        n = 1
-        for s in input_shape:
-            n *= int(s)
-        macs = self.gate_hidden * c + 2 * self.gate_hidden
-        return [(n, 32, 32), (2 * macs, self.gate_bits, self.gate_bits)]
+        macs = self.gate_hidden * (int(input_shape[0]) + 2)
+        return [(math.prod(int(s) for s in input_shape), 32, 32),
+                (2 * macs, self.gate_bits, self.gate_bits)]
 
     def extra_repr(self) -> str:  # noqa: D102
         return f'bits={self.bits}, dynamic={self._dynamic}'
@@ -306,15 +270,14 @@ def _attach_gate(parent: nn.Module, name: str, child: nn.Module) -> None:
         c = getattr(parent, 'in_channels', None)
         if isinstance(c, int) and not isinstance(c, bool):
             child.build_gate(c)
-    return None
 
 
 _GATE_HOOK = register_module_module_registration_hook(_attach_gate)
 
 
 class DDTBWeightQuantizer(Quantizer):
-    """DDTB weight quantizer over ``[P_j(W), P_{100-j}(W)]`` (linear
-    interpolation, as ``np.percentile``; j = 0: min/max).
+    """DDTB grid over ``[P_j(W), P_{100-j}(W)]`` (linear interpolation,
+    as ``np.percentile``; j = 0: min/max).
 
     Args:
         bits: Weight bit-width (1..8).
@@ -372,23 +335,18 @@ def _ddtb_layers(model: nn.Module) -> List[Tuple[str, nn.Module]]:
 
 
 class _MaxMinObserver:
-    """Per-call max and min of the whole input tensor (official
-    ``fp_max_list`` / ``fp_min_list``)."""
+    """Per-call max and min of the input (official ``fp_max_list``)."""
 
     def __init__(self) -> None:
-        self.maxs: List[float] = []
-        self.mins: List[float] = []
+        self.values: List[Tuple[float, float]] = []
 
-    @torch.no_grad()
     def update(self, x: Tensor) -> None:  # noqa: D102
-        self.maxs.append(float(x.max()))
-        self.mins.append(float(x.min()))
+        self.values.append((float(x.max()), float(x.min())))
 
     def score(self) -> float:
         """``var(max) + var(min)`` (population variance, ``np.var``)."""
-        mx = torch.tensor(self.maxs, dtype=torch.float64)
-        mn = torch.tensor(self.mins, dtype=torch.float64)
-        return float(mx.var(unbiased=False) + mn.var(unbiased=False))
+        v = torch.tensor(self.values, dtype=torch.float64)
+        return float(v.var(0, unbiased=False).sum())
 
 
 @torch.no_grad()
@@ -403,14 +361,13 @@ def dynamic_scores(model: nn.Module, batches: Iterable,
         raise ValueError('dynamic_scores: the model has no DDTB layer')
     forward = forward or (lambda mdl, b: mdl(b))
     obs = {n: _MaxMinObserver() for n, _ in layers}
-    convs = [m for m in model.modules() if hasattr(m, 'quant_enabled')
-             and hasattr(m, 'act_quantizer')]
     saved = [(m, m.quant_enabled, getattr(m, 'observer', None))
-             for m in convs]
+             for m in model.modules()
+             if hasattr(m, 'quant_enabled') and hasattr(m, 'act_quantizer')]
     was_training = model.training
     model.eval()
     try:
-        for m in convs:
+        for m, _, _ in saved:
             m.quant_enabled = False
         for name, m in layers:
             m.observer = obs[name]
@@ -432,9 +389,9 @@ def select_dynamic(model: nn.Module, scores: Dict[str, float],
     if not 0.0 <= ratio <= 1.0:
         raise ValueError(f'dynamic ratio must be in [0, 1], got {ratio}')
     layers = dict(_ddtb_layers(model))
-    missing = set(scores) - set(layers)
-    if missing:
-        raise ValueError(f'select_dynamic: no DDTB layer {sorted(missing)}')
+    if set(scores) - set(layers):
+        raise ValueError('select_dynamic: no DDTB layer '
+                         f'{sorted(set(scores) - set(layers))}')
     order = sorted(scores, key=lambda n: -scores[n])
     chosen = order[:int(len(order) * ratio)]
     for name, m in layers.items():

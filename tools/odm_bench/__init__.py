@@ -5,7 +5,8 @@ Modules: :mod:`.presets` (protocols; each method is a config file of
 the method's config), :mod:`.pipeline` (train, test, complexity, controls,
 step times), :mod:`.benchmark` (the stages), :mod:`.targets` /
 :mod:`.report` / :mod:`.figures` (tables, checks, plots), :mod:`.data`
-(scikit-image photographs in SR layout). What users call stays in the
+(scikit-image photographs in SR layout), :mod:`.demo` (``make demo``:
+teacher choice, worker processes, progress bars, crop comparison). What users call stays in the
 package: :mod:`odm_mm.analysis.distribution` (Fig. 1 / Fig. 3),
 :mod:`odm_mm.analysis.complexity`, :mod:`odm_mm.recorder`
 (``QATRecorderHook``). Nothing is imported here, so

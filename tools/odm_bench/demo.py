@@ -339,13 +339,16 @@ def make_plan(work_dir: str, preset_name: str = 'demo',
     if osp.isfile(path):
         with open(path) as f:
             plan = json.load(f)
-        if plan['args'] == args and (plan['teacher']['path'] is None or
-                                     osp.isfile(plan['teacher']['path'])):
-            return plan, True
         if plan['args'] != args:
             raise SystemExit(
                 f'{work_dir} holds a demo started with other options '
                 f'({plan["args"]}); pass another --work-dir or delete it.')
+        teacher = plan['teacher']['path']
+        if teacher and not osp.isfile(teacher):
+            raise SystemExit(
+                f'the teacher this demo started from, {teacher}, is gone; '
+                f'put it back or delete {work_dir} to start over.')
+        return plan, True
     preset = get_preset(preset_name)
     over, d = select_data(preset, data_root, data)
     preset = preset.with_overrides(**over)

@@ -129,7 +129,7 @@ class QuantConv(nn.Conv2d):
                              f'{std_mode!r}')
         self.method = method
         self.offset_bits, self.std_mode = offset_bits, std_mode
-        self.act_quantizer = act_cls(a_bits)
+        self.act_quantizer = act_cls(a_bits, in_channels=in_channels)
         self.weight_quantizer = weight_cls(w_bits, percentile_j=percentile_j)
         factory = dict(device=device, dtype=dtype)
         self.shift = nn.Parameter(torch.zeros(in_channels, **factory))

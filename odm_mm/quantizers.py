@@ -240,11 +240,15 @@ class ActQuantizerBase(Quantizer):
     Args:
         bits: Activation bit-width (1..8).
         eps: Minimum range width (a collapsed range is repaired).
+        in_channels: Channels of the quantized feature (QuantConv passes
+            its ``in_channels``; methods with per-channel parts use it).
     """
 
-    def __init__(self, bits: int, eps: float = 1e-4) -> None:
+    def __init__(self, bits: int, eps: float = 1e-4,
+                 in_channels: Optional[int] = None) -> None:
         super().__init__(bits, 'a_bits')
         self.eps = eps
+        self.in_channels = in_channels
         self.register_buffer('initialized', torch.tensor(False))
 
     def init_from_range(self, lower: float, upper: float) -> None:
@@ -294,8 +298,9 @@ class ActQuantizer(ActQuantizerBase):
             the forward pass (see :meth:`repair_`).
     """
 
-    def __init__(self, bits: int, eps: float = 1e-4) -> None:
-        super().__init__(bits, eps)
+    def __init__(self, bits: int, eps: float = 1e-4,
+                 in_channels: Optional[int] = None) -> None:
+        super().__init__(bits, eps, in_channels)
         self.lower = nn.Parameter(torch.tensor(-1.0))
         self.upper = nn.Parameter(torch.tensor(1.0))
 
@@ -409,8 +414,9 @@ class PAMSActQuantizer(ActQuantizerBase):
 
     range_values = 1
 
-    def __init__(self, bits: int, eps: float = 1e-4) -> None:
-        super().__init__(bits, eps)
+    def __init__(self, bits: int, eps: float = 1e-4,
+                 in_channels: Optional[int] = None) -> None:
+        super().__init__(bits, eps, in_channels)
         self.alpha = nn.Parameter(torch.tensor(1.0))
 
     @property
@@ -551,7 +557,8 @@ def register_quantizer(name: str, act_cls: Type[ActQuantizerBase],
 
     Args:
         name: The method name (``quant_cfg.method``).
-        act_cls: Activation quantizer, built as ``act_cls(a_bits)``.
+        act_cls: Activation quantizer, built as
+            ``act_cls(a_bits, in_channels=C)``.
         weight_cls: Weight quantizer, built as
             ``weight_cls(w_bits, percentile_j=...)``.
     """

@@ -139,8 +139,9 @@ class DAQActQuantizer(ActQuantizerBase):
     has_integer_form = False
 
     def __init__(self, bits: int, eps: float = 1e-4, sigma_bits: int = 4,
-                 clip_nonneg: bool = False) -> None:
-        super().__init__(bits, eps)
+                 clip_nonneg: bool = False,
+                 in_channels: Optional[int] = None) -> None:
+        super().__init__(bits, eps, in_channels)
         self.step_mult = daq_step_multiplier(bits)
         if sigma_bits != 32:
             daq_step_multiplier(sigma_bits)
@@ -328,9 +329,10 @@ class DAQClipActQuantizer(DAQActQuantizer):
     ``j s``, ``j = 0 .. 2^b - 1`` (a strict b-bit variant; method
     ``'daq_clip'``, not in the official code)."""
 
-    def __init__(self, bits: int, eps: float = 1e-4,
-                 sigma_bits: int = 4) -> None:
-        super().__init__(bits, eps, sigma_bits, clip_nonneg=True)
+    def __init__(self, bits: int, eps: float = 1e-4, sigma_bits: int = 4,
+                 in_channels: Optional[int] = None) -> None:
+        super().__init__(bits, eps, sigma_bits, clip_nonneg=True,
+                         in_channels=in_channels)
 
 
 register_quantizer('daq', DAQActQuantizer, DAQWeightQuantizer)

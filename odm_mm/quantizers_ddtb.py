@@ -27,7 +27,6 @@ from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torch.nn.modules.module import register_module_module_registration_hook
 
 # _clip: x gets the gradient on [lo, hi], the bound that clips outside it
 from .quantizers import (ActQuantizer, ActQuantizerBase, IntegerForm,
@@ -126,16 +125,16 @@ class DDTBGate(nn.Module):
 class DDTBActQuantizer(ActQuantizerBase):
     """DDTB activation quantizer: dual trainable bounds + dynamic gate.
 
-    ``QuantConv`` builds ``act_cls(a_bits)`` without the channel count the
-    gate needs: the gate is built from ``in_channels`` here or, inside
-    ``QuantConv.__init__``, from the conv's by a module-registration hook
-    (before any optimizer or checkpoint sees it). Every layer has a gate
-    (as official); it is used and stored only where ``dynamic``.
+    ``QuantConv`` builds it with the conv's ``in_channels``, from which the
+    gate is built here (before any optimizer or checkpoint sees it). Every
+    layer has a gate (as official); it is used and stored only where
+    ``dynamic``.
 
     Args:
         bits: Activation bit-width (1..8).
         eps: Minimum range width (collapsed ranges are repaired).
-        in_channels: Channels of the quantized feature (see above).
+        in_channels: Channels of the quantized feature (without it, call
+            :meth:`build_gate` before use).
         gate_bits: Bit-width of the gate (official: 2).
         gate_hidden: Hidden width of the gate (official: 32).
     """
@@ -143,7 +142,7 @@ class DDTBActQuantizer(ActQuantizerBase):
     def __init__(self, bits: int, eps: float = 1e-4,
                  in_channels: Optional[int] = None, gate_bits: int = 2,
                  gate_hidden: int = 32) -> None:
-        super().__init__(bits, eps)
+        super().__init__(bits, eps, in_channels)
         # official placeholder +-10 at [0, 255] pixels; set at calibration
         self.lower = nn.Parameter(torch.tensor(-10 / 255))
         self.upper = nn.Parameter(torch.tensor(10 / 255))
@@ -261,18 +260,6 @@ class DDTBActQuantizer(ActQuantizerBase):
 
     def extra_repr(self) -> str:  # noqa: D102
         return f'bits={self.bits}, dynamic={self._dynamic}'
-
-
-def _attach_gate(parent: nn.Module, name: str, child: nn.Module) -> None:
-    """Module-registration hook: a DDTB quantizer assigned to a module with
-    an integer ``in_channels`` (a conv) gets its gate."""
-    if isinstance(child, DDTBActQuantizer) and child.gate is None:
-        c = getattr(parent, 'in_channels', None)
-        if isinstance(c, int) and not isinstance(c, bool):
-            child.build_gate(c)
-
-
-_GATE_HOOK = register_module_module_registration_hook(_attach_gate)
 
 
 class DDTBWeightQuantizer(Quantizer):

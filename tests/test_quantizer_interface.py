@@ -18,8 +18,8 @@ class FixedRangeActQuantizer(ActQuantizerBase):
     """Toy method: Eq. 1 over a range frozen at calibration (min/max of the
     1st/99th percentiles), no learnable parameter; stored as 2 floats."""
 
-    def __init__(self, bits, eps=1e-4):
-        super().__init__(bits, eps)
+    def __init__(self, bits, eps=1e-4, in_channels=None):
+        super().__init__(bits, eps, in_channels)
         self.register_buffer('lo', torch.tensor(0.0))
         self.register_buffer('hi', torch.tensor(1.0))
 

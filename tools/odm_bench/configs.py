@@ -170,15 +170,22 @@ def method_parts(config: str) -> Dict:
         ``quant_method`` (``model.quant_cfg.method``, default ``'odm'``),
         ``var_loss`` / ``skt_loss`` (``model.*``, ``'paper'`` when the
         config does not set them), ``optim_wrapper`` and ``offset_hook``
-        (its ``OffsetHook`` of ``custom_hooks``).
+        (its ``OffsetHook``, or a subclass such as ``DDTBCalibHook``, of
+        ``custom_hooks``).
     """
+    from mmagic.registry import HOOKS
+    from odm_mm.hooks import OffsetHook
     cfg = Config.fromfile(_abs(config))
     model = cfg.model
-    hooks = [dict(h) for h in cfg.get('custom_hooks', [])
-             if h.get('type') == 'OffsetHook']
+
+    def calibrates(h) -> bool:
+        cls = HOOKS.get(h.get('type'))
+        return isinstance(cls, type) and issubclass(cls, OffsetHook)
+
+    hooks = [dict(h) for h in cfg.get('custom_hooks', []) if calibrates(h)]
     if len(hooks) != 1:
-        raise ValueError(f'{config}: expected one OffsetHook in '
-                         f'custom_hooks, found {len(hooks)}')
+        raise ValueError(f'{config}: expected one OffsetHook (or subclass) '
+                         f'in custom_hooks, found {len(hooks)}')
     return dict(quant_method=model.get('quant_cfg', {}).get('method', 'odm'),
                 var_loss=model.get('var_loss', 'paper'),
                 skt_loss=model.get('skt_loss', 'paper'),
@@ -189,14 +196,15 @@ def method_parts(config: str) -> Dict:
 def method_features(config: str) -> Dict[str, bool]:
     """Table 5's columns of a method config: ``var_loss``, ``coop``
     (Eq. 5 gate), ``offsets`` (Eq. 7/8)."""
+    from mmagic.registry import HOOKS
     p = method_parts(config)
     ow = p['optim_wrapper']
     var = p['var_loss'] is not None
+    hook = HOOKS.build(copy.deepcopy(p['offset_hook']))
     return dict(var_loss=var,
                 coop=var and ow.get('type') == 'CooperativeOptimWrapper'
                 and ow.get('mode', 'cooperative') == 'cooperative',
-                offsets=bool(p['offset_hook'].get('shift', True)
-                             or p['offset_hook'].get('scale', True)))
+                offsets=bool(hook.shift or hook.scale))
 
 
 def _ckpt_interval(iters: int) -> int:
@@ -245,9 +253,11 @@ def qat_config(preset: Preset, method: str, bits: int, work_dir: str,
     new_ow = ConfigDict(parts['optim_wrapper'])
     new_ow.pop('_delete_', None)
     new_ow.optimizer = dict(new_ow.optimizer, lr=preset.qat_lr)
-    keys = new_ow.get('paramwise_cfg', {}).get('custom_keys', {})
-    new_ow.paramwise_cfg = dict(custom_keys={
-        k: dict(v, lr_mult=preset.range_lr_mult) for k, v in keys.items()})
+    if preset.range_lr_mult is not None:
+        keys = new_ow.get('paramwise_cfg', {}).get('custom_keys', {})
+        new_ow.paramwise_cfg = dict(custom_keys={
+            k: dict(v, lr_mult=preset.range_lr_mult)
+            for k, v in keys.items()})
     cfg.optim_wrapper = new_ow
     offset = dict(parts['offset_hook'])
     offset.update(num_batches=preset.calib_batches,
@@ -257,7 +267,8 @@ def qat_config(preset: Preset, method: str, bits: int, work_dir: str,
                   offset_policy=preset.offset_policy)
     hooks = [h for h in cfg.get('custom_hooks', [])
              if h['type'] not in ('BasicVisualizationHook', 'OffsetHook',
-                                  'QATRecorderHook')]
+                                  'QATRecorderHook',
+                                  parts['offset_hook']['type'])]
     hooks.append(offset)
     hooks.append(dict(type='QATRecorderHook'))
     cfg.custom_hooks = hooks

@@ -21,6 +21,8 @@ key            config                                           Table 5
 ``var_coop``   ``configs/odm/ablation/edsr_x4_w2a2_b_coop_varreg.py``  (b)
 ``offsets``    ``configs/odm/ablation/edsr_x4_w2a2_c_offsets.py``   (c)
 ``odm``        ``configs/odm/edsr_x4_w2a2.py``                  EDSR-ODM
+``daq``        ``configs/daq/edsr_x4_w2a2.py``                  (Table 1)
+``ddtb``       ``configs/ddtb/edsr_x4_w2a2.py``                 (Table 1)
 =============  ===============================================  ==========
 
 All of them use L1 + SKT (PAMS and ODM both train with SKT, Eq. 9);
@@ -61,6 +63,8 @@ METHODS: Dict[str, Method] = {m.key: m for m in [
            '(b)'),
     Method('offsets', 'Dist. offsets', _AB + 'c_offsets.py', '(c)'),
     Method('odm', 'EDSR-ODM', 'configs/odm/edsr_x4_w2a2.py'),
+    Method('daq', 'EDSR-DAQ', 'configs/daq/edsr_x4_w2a2.py'),
+    Method('ddtb', 'EDSR-DDTB', 'configs/ddtb/edsr_x4_w2a2.py'),
 ]}
 
 ABLATION = ['pams', 'var_plain', 'var_coop', 'offsets', 'odm']
@@ -92,7 +96,9 @@ class Preset:
             halved at ``fp32_milestones`` fractions of the run).
         qat_iters, qat_batch, qat_lr: Stage 2 schedule (halved at
             ``qat_milestones`` fractions, paper: every quarter).
-        range_lr_mult: lr multiplier of quantizer bounds and offsets.
+        range_lr_mult: If set, the lr multiplier of every ``custom_keys``
+            entry of the method's optimizer (quantizer ranges, offsets);
+            None keeps each method config's own.
         lambda_v: Weight of L_V.
         recalib_interval, recalib_momentum: OffsetHook options.
         gt_patch: HR training patch size (px).
@@ -138,7 +144,7 @@ class Preset:
     qat_batch: int = 8
     qat_lr: float = 1e-4
     qat_milestones: Tuple[float, ...] = (0.25, 0.5, 0.75)
-    range_lr_mult: float = 100.0
+    range_lr_mult: Optional[float] = None
     lambda_v: float = 1e-4
     recalib_interval: int = 0
     recalib_momentum: float = 0.1
@@ -269,7 +275,8 @@ PRESETS: Dict[str, Preset] = {
         gt_patch=96, log_interval=25,
         runs=(_all(2, ['pams', 'odm_q', 'var_plain', 'var_coop', 'offsets',
                        'odm'])
-              + _all(4, ['pams', 'odm_q', 'odm'])),
+              + _all(4, ['pams', 'odm_q', 'odm'])
+              + _all(2, ['daq', 'ddtb']) + _all(4, ['daq', 'ddtb'])),
         sweep=_EDSR_SWEEP, optional_test_sets=('Urban100',),
         budget_min=150),
 }

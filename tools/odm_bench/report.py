@@ -44,7 +44,8 @@ def _header(results: Dict, first: List[str]) -> List[str]:
 
 
 def table1(results: Dict) -> str:
-    """Table 1 shape: FP32, bicubic, then PAMS / ODM-q / ODM per bit-width."""
+    """Table 1 shape: FP32, bicubic, then PAMS / DAQ / DDTB / ODM-q / ODM
+    per bit-width."""
     lines = _header(results, ['Model', 'Bit', 'Storage', 'BitOPs'])
     sets = _sets(results)
 
@@ -60,7 +61,7 @@ def table1(results: Dict) -> str:
         row('FP32 without its body (control)', 32, dict(metrics=nobody))
     runs = results['runs']
     for bits in sorted({r['bits'] for r in runs.values()}, reverse=True):
-        for key in ('pams', 'odm_q', 'odm'):
+        for key in ('pams', 'daq', 'ddtb', 'odm_q', 'odm'):
             e = runs.get(f'{key}_w{bits}a{bits}')
             if e is not None:
                 row(e['label'], bits, e)
@@ -348,7 +349,7 @@ def write_report(results: Dict, docs_dir: str,
            + '` (no FP32 training)') +
           f'; QAT: {p["qat_iters"]} it, batch '
           f'{p["qat_batch"]}, lr {p["qat_lr"]} (ranges/offsets x'
-          f'{p["range_lr_mult"]:g}), lambda_V {p["lambda_v"]:g}, HR patch '
+          f'{p["range_lr_mult"] or "config"}), lambda_V {p["lambda_v"]:g}, HR patch '
           f'{p["gt_patch"]}, OffsetHook p=0.3 recalib_interval '
           f'{p["recalib_interval"]}',
           '', '## Quantitative comparison (shape of the paper\'s Table 1)',

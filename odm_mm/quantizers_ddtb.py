@@ -30,7 +30,7 @@ from torch import Tensor, nn
 
 # _clip: x gets the gradient on [lo, hi], the bound that clips outside it
 from .quantizers import (ActQuantizer, ActQuantizerBase, IntegerForm,
-                         PAMSWeightQuantizer, Quantizer, _clip,
+                         PAMSWeightQuantizer, WeightQuantizer, _clip,
                          register_quantizer, round_ste)
 
 __all__ = ['ddtb_fake_quant', 'ddtb_codes', 'ddtb_dequantize',
@@ -262,23 +262,15 @@ class DDTBActQuantizer(ActQuantizerBase):
         return f'bits={self.bits}, dynamic={self._dynamic}'
 
 
-class DDTBWeightQuantizer(Quantizer):
+class DDTBWeightQuantizer(WeightQuantizer):
     """DDTB grid over ``[P_j(W), P_{100-j}(W)]`` (linear interpolation,
-    as ``np.percentile``; j = 0: min/max).
-
-    Args:
-        bits: Weight bit-width (1..8).
-        percentile_j: j (official: 1 for EDSR/SRResNet, 0 for RDN).
+    as ``np.percentile``; j = 0: min/max). Built like ODM's
+    :class:`~odm_mm.quantizers.WeightQuantizer`
+    (``bits``, ``percentile_j``; official j: 1 for EDSR/SRResNet, 0 for RDN),
+    with DDTB's percentile and grid.
     """
 
     _MAX_ELEMS = 1 << 24  # torch.quantile's limit; larger: strided sample
-
-    def __init__(self, bits: int, percentile_j: float = 1.0) -> None:
-        super().__init__(bits, 'w_bits')
-        if not 0.0 <= percentile_j < 50.0:
-            raise ValueError(f'percentile_j must be in [0, 50), got '
-                             f'{percentile_j}')
-        self.percentile_j = percentile_j
 
     def weight_range(self, w: Tensor) -> Tuple[Tensor, Tensor]:
         """``(P_j, P_{100-j})`` of the weights, no gradient; a constant
@@ -309,9 +301,6 @@ class DDTBWeightQuantizer(Quantizer):
     def dequantize(self, codes: Tensor, t: Optional[Tensor] = None
                    ) -> Tensor:  # noqa: D102
         return ddtb_dequantize(codes, *self.weight_range(t), self.bits)
-
-    def extra_repr(self) -> str:  # noqa: D102
-        return f'bits={self.bits}, percentile_j={self.percentile_j}'
 
 
 # ------------------------------------------------- choice of dynamic layers

@@ -33,16 +33,15 @@ Examples::
 from __future__ import annotations
 
 import argparse
-import ast
 import os
 import os.path as osp
 import sys
-from typing import List, Optional, Sequence
+from typing import Optional, Sequence
 
 sys.path.insert(0, osp.abspath(osp.join(osp.dirname(__file__), '..')))
 sys.path.insert(0, osp.abspath(osp.dirname(__file__)))  # odm_bench
 
-from odm_bench.presets import PRESETS, get_preset  # noqa: E402
+from odm_bench.presets import PRESETS, get_preset, parse_overrides  # noqa: E402,E501
 
 REPO = osp.abspath(osp.join(osp.dirname(__file__), '..'))
 #: Committed reports: preset -> (file stem in docs/, figures folder).
@@ -89,20 +88,6 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     p.add_argument('--threads', type=int, default=None,
                    help='torch CPU threads of this process')
     return p.parse_args(argv)
-
-
-def parse_overrides(items: List[str]) -> dict:
-    """``['a=1', 'b=(1, 2)']`` -> ``{'a': 1, 'b': (1, 2)}``."""
-    out = {}
-    for item in items:
-        key, _, val = item.partition('=')
-        if not _:
-            raise SystemExit(f'--set expects FIELD=VALUE, got {item!r}')
-        try:
-            out[key] = ast.literal_eval(val)
-        except (ValueError, SyntaxError):
-            out[key] = val
-    return out
 
 
 def main(argv: Optional[Sequence[str]] = None) -> dict:

@@ -86,21 +86,6 @@ def _worker(args: argparse.Namespace) -> None:
     run_stage(osp.abspath(args.work_dir), args.worker)
 
 
-def _overrides(items: Sequence[str]) -> dict:
-    """``['qat_iters=100', 'test_sets=("Set5",)']`` -> dict."""
-    import ast
-    out = {}
-    for item in items:
-        key, eq, val = item.partition('=')
-        if not eq:
-            raise SystemExit(f'--set expects FIELD=VALUE, got {item!r}')
-        try:
-            out[key] = ast.literal_eval(val)
-        except (ValueError, SyntaxError):
-            out[key] = val
-    return out
-
-
 def _warnings_to(path: str) -> None:
     """Send Python warnings of this process (import-time deprecations of
     the OpenMMLab stack) to ``path`` instead of the terminal."""
@@ -125,12 +110,13 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
     _warnings_to(osp.join(work_dir, 'logs', 'demo.log'))
     from odm_bench.demo import (Supervisor, _dump, _load, _rel,
                                 collect_results, make_plan, Teacher)
+    from odm_bench.presets import parse_overrides
     from odm_bench.report import console_table
     preset_name = 'smoke' if smoke else args.preset
     plan, resumed = make_plan(work_dir, preset_name, args.data_root,
                               args.teacher, args.data,
                               offline=args.offline or smoke, w4a4=args.w4a4,
-                              overrides=_overrides(args.set))
+                              overrides=parse_overrides(args.set))
     p = plan['preset']
     sup = Supervisor(work_dir, plan, workers=args.workers)
     bits = ' and '.join(f'W{b}A{b}' for b in sorted(

@@ -30,12 +30,13 @@ All of them use L1 + SKT (PAMS and ODM both train with SKT, Eq. 9);
 """
 from __future__ import annotations
 
+import ast
 import copy
 from dataclasses import asdict, dataclass, field
 from typing import Dict, List, Optional, Tuple
 
 __all__ = ['Method', 'METHODS', 'Preset', 'PRESETS', 'get_preset',
-           'run_name']
+           'run_name', 'parse_overrides']
 
 
 @dataclass(frozen=True)
@@ -288,3 +289,17 @@ def get_preset(name: str) -> Preset:
         raise KeyError(f'unknown preset {name!r}; choose from '
                        f'{sorted(PRESETS)}')
     return copy.deepcopy(PRESETS[name])
+
+
+def parse_overrides(items: List[str]) -> dict:
+    """``['a=1', 'b=(1, 2)']`` -> ``{'a': 1, 'b': (1, 2)}``."""
+    out = {}
+    for item in items:
+        key, _, val = item.partition('=')
+        if not _:
+            raise SystemExit(f'--set expects FIELD=VALUE, got {item!r}')
+        try:
+            out[key] = ast.literal_eval(val)
+        except (ValueError, SyntaxError):
+            out[key] = val
+    return out

@@ -83,6 +83,10 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     p.add_argument('--collect', action='store_true',
                    help='train nothing: gather the finished runs (after '
                    'parallel workers), measure step times, report')
+    p.add_argument('--posthoc', action='store_true',
+                   help='measure every W2A2 run after training (sum of '
+                   'sigma, quantization error, ranges on Set5) into the '
+                   'results before the report')
     p.add_argument('--no-report', action='store_true',
                    help='write results.json only (parallel workers)')
     p.add_argument('--threads', type=int, default=None,
@@ -114,6 +118,13 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
                             args.fp32_checkpoint, args.only,
                             args.sweep, speed=not args.no_speed,
                             collect=args.collect).run()
+    if args.posthoc:
+        from odm_bench.pipeline import dump_json
+        from odm_bench.posthoc import posthoc_diagnostics
+        from odm_mm.data_root import get_data_root
+        results['posthoc'] = posthoc_diagnostics(
+            work_dir, args.data_root or get_data_root(), preset.scale)
+        dump_json(osp.join(work_dir, 'results.json'), results)
     if args.no_report:
         return results
     notes_path = args.notes or osp.join(docs_dir, f'{stem}_notes.md')

@@ -1,12 +1,12 @@
 """After-training diagnostics of finished benchmark runs.
 
-For each run's last checkpoint, on the Set5 LR images (fixed inputs, one at
-a time):
+For each W2A2 run's last checkpoint, on the Set5 LR images (fixed inputs,
+one at a time; x4: bird, butterfly, head, woman):
 
 * ``sum_sigma``: sum over quantized layers of sigma(x_i), the quantity L_V
   (Eq. 3) penalises, measured on the tensor each quantizer receives;
-* ``nsr_act``: mean activation quantization noise-to-signal
-  (:func:`odm_mm.calibration.quantization_error`);
+* ``nsr_act``: mean activation quantization noise-to-signal (MSE /
+  variance, as :func:`odm_mm.calibration.quantization_error`);
 * ``range_width``: mean width of the learned activation ranges;
 * ``clip_frac``: mean share of activation elements outside the range.
 
@@ -25,7 +25,6 @@ import numpy as np
 import torch
 from mmengine.config import Config
 
-from odm_mm.calibration import quantization_error
 from odm_mm.layers import QuantConv
 
 from .pipeline import read_rgb
@@ -34,22 +33,51 @@ __all__ = ['posthoc_diagnostics']
 
 
 class _Probe:
-    def __init__(self, conv: QuantConv) -> None:
-        self.conv, self.sig, self.clip, self.n = conv, [], 0, 0
+    """Per layer: sigma of each input, elements outside the range, and the
+    activation quantization error, in the network's own (quantized) pass."""
+
+    def __init__(self, conv: QuantConv, quantized: bool) -> None:
+        self.conv, self.quantized = conv, quantized
+        self.sig: List[float] = []
+        self.clip = self.n = 0
+        self.err = self.sq = self.sum = 0.0
 
     @torch.no_grad()
     def update(self, x):  # noqa: D102
         self.sig.append(float(x.std()))
-        q = self.conv.act_quantizer.integer_form()
-        self.clip += int(((x < q.clip_lo) | (x > q.clip_hi)).sum())
         self.n += x.numel()
+        if not self.quantized:
+            return
+        q = self.conv.act_quantizer
+        if getattr(q, 'has_integer_form', True):  # no static range: no clip
+            form = q.integer_form()
+            self.clip += int(((x < form.clip_lo) | (x > form.clip_hi)).sum())
+        xd = x.double()
+        self.err += float((q(x).double() - xd).pow(2).sum())
+        self.sum += float(xd.sum())
+        self.sq += float(xd.pow(2).sum())
+
+    def nsr(self) -> float:
+        var = self.sq / self.n - (self.sum / self.n) ** 2
+        return (self.err / self.n) / var if var > 0 else 0.0
 
 
-def _inputs(data_root: str, scale: int) -> List[torch.Tensor]:
+def _inputs(data_root: str, scale: int,
+            max_pixels: int = 10000) -> List[torch.Tensor]:
+    """The Set5 LR images of at most ``max_pixels`` (x4: all but baby,
+    which alone would double the time)."""
     paths = sorted(glob.glob(osp.join(data_root, 'Set5', 'LR_bicubic',
                                       f'X{scale}', '*.png')))
-    return [torch.tensor(read_rgb(p)).permute(2, 0, 1)[None].float() / 255.
+    imgs = [torch.tensor(read_rgb(p)).permute(2, 0, 1)[None].float() / 255.
             for p in paths]
+    return [x for x in imgs if x.shape[-2] * x.shape[-1] <= max_pixels]
+
+
+def _width(conv: QuantConv) -> float:
+    try:
+        return float(conv.act_quantizer.range_width())
+    except (NotImplementedError, ValueError):  # a run-time range (DAQ)
+        return float('nan')
 
 
 @torch.no_grad()
@@ -58,7 +86,7 @@ def _measure(model, inputs, quantized: bool = True) -> Dict[str, float]:
     gen.eval()
     convs = [(n, m) for n, m in gen.named_modules()
              if isinstance(m, QuantConv)]
-    probes = {n: _Probe(m) for n, m in convs}
+    probes = {n: _Probe(m, quantized) for n, m in convs}
     for n, m in convs:
         m.observer = probes[n]
     try:
@@ -67,21 +95,20 @@ def _measure(model, inputs, quantized: bool = True) -> Dict[str, float]:
     finally:
         for _, m in convs:
             m.observer = None
-    sum_sigma = float(sum(np.mean(p.sig) for p in probes.values()))
-    if not quantized:
-        return dict(sum_sigma=sum_sigma)
-    err = quantization_error(gen, inputs)
-    return dict(
-        sum_sigma=sum_sigma,
-        nsr_act=float(np.mean([e['act'] for e in err.values()])),
-        range_width=float(np.mean([float(m.act_quantizer.range_width())
-                                   for _, m in convs])),
-        clip_frac=float(np.mean([p.clip / p.n for p in probes.values()])))
+    out = dict(sum_sigma=float(sum(np.mean(p.sig) for p in probes.values())))
+    if quantized:
+        out.update(
+            nsr_act=float(np.mean([p.nsr() for p in probes.values()])),
+            range_width=float(np.mean([_width(m) for _, m in convs])),
+            clip_frac=float(np.mean([p.clip / p.n
+                                     for p in probes.values()])))
+    return out
 
 
-def posthoc_diagnostics(work_dir: str, data_root: str,
-                        scale: int = 4) -> Dict[str, Dict[str, float]]:
-    """``{run name: measures}`` for every finished run (+ ``'fp32'``)."""
+def posthoc_diagnostics(work_dir: str, data_root: str, scale: int = 4,
+                        bits: int = 2) -> Dict[str, Dict[str, float]]:
+    """``{run name: measures}`` for every finished W``bits`` run (+
+    ``'fp32'``)."""
     from mmagic.registry import MODELS
     from mmengine.registry import DefaultScope
     import odm_mm.registry  # noqa: F401,E501  (registers ODMEditModel)
@@ -89,7 +116,8 @@ def posthoc_diagnostics(work_dir: str, data_root: str,
     out: Dict[str, Dict[str, float]] = {}
     cfg = None
     for run_dir in sorted(glob.glob(osp.join(work_dir, 'runs', '*'))):
-        if not osp.isfile(osp.join(run_dir, 'result.json')):
+        if not osp.isfile(osp.join(run_dir, 'result.json')) or \
+                f'_w{bits}a{bits}' not in osp.basename(run_dir):
             continue
         cfg = Config.fromfile(osp.join(run_dir, 'config.py'),
                               import_custom_modules=False)

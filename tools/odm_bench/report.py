@@ -19,7 +19,8 @@ from .presets import ABLATION, METHODS
 from .targets import TARGETS, check_targets, targets_md
 
 __all__ = ['TARGETS', 'check_targets', 'table1', 'table5', 'speed_table',
-           'sweep_table', 'diagnostics_table', 'console_table',
+           'sweep_table', 'diagnostics_table', 'posthoc_table',
+           'console_table',
            'write_report', 'relativize']
 
 def _sets(results: Dict) -> List[str]:
@@ -216,6 +217,24 @@ def diagnostics_table(results: Dict) -> str:
     return '\n'.join(lines)
 
 
+def posthoc_table(results: Dict) -> str:
+    """After training, on the Set5 LR images (``odm_bench.posthoc``)."""
+    post = results.get('posthoc')
+    if not post:
+        return ''
+    lines = ['| Run | Set5 PSNR | sum sigma | NSR act | range width | '
+             'share outside the range |', '|---|---|---|---|---|---|']
+    for name, d in post.items():
+        e = results['runs'].get(name, {})
+        s5 = e.get('metrics', {}).get('Set5', {}).get('psnr') \
+            if name != 'fp32' else results['fp32']['metrics']['Set5']['psnr']
+        lines.append(f'| {name} | {_f(s5, ".2f")} | {_f(d.get("sum_sigma"))}'
+                     f' | {_f(d.get("nsr_act"), ".4f")} | '
+                     f'{_f(d.get("range_width"))} | '
+                     f'{_f(d.get("clip_frac"), ".4f")} |')
+    return '\n'.join(lines)
+
+
 def console_table(results: Dict, names: Optional[Sequence[str]] = None
                   ) -> str:
     """Plain-text table (FP32, bicubic and runs) for terminals."""
@@ -366,6 +385,16 @@ def write_report(results: Dict, docs_dir: str,
     md += ['## Diagnostics', '', diagnostics_table.__doc__.split(
         '\n\n', 1)[1].replace('\n    ', ' ').strip(), '',
         diagnostics_table(results), '']
+    post = posthoc_table(results)
+    if post:
+        md += ['## After training (W2A2, on the Set5 LR images)', '',
+               'Measured on each run\'s last checkpoint by '
+               '`tools/odm_bench/posthoc.py` (one pass per run through the '
+               'quantized network): the sum over quantized layers of '
+               'sigma(x_i) (what L_V penalises), the mean activation '
+               'quantization noise-to-signal, the mean range width and the '
+               'share of activation elements outside the range.', '',
+               post, '']
     if figs:
         md += ['## Figures', '']
         md += [f'![{k}]({rel(v)})' for k, v in figs.items()] + ['']

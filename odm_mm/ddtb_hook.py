@@ -27,7 +27,8 @@ from mmengine.logging import print_log
 from mmagic.registry import HOOKS
 
 from .hooks import OffsetHook
-from .quantizers_ddtb import DDTBActQuantizer, dynamic_scores, select_dynamic
+from .quantizers_ddtb import (DDTBActQuantizer, _ddtb_layers, dynamic_scores,
+                              select_dynamic)
 
 __all__ = ['DDTBCalibHook']
 
@@ -85,6 +86,20 @@ class DDTBCalibHook(OffsetHook):
             self._log_choice(layers, scores)
         else:
             self._log_choice(layers, None)
+
+    def nominal_choice(self, generator: torch.nn.Module) -> str:
+        """Without calibration data: make ``int(n * dynamic_ratio)`` DDTB
+        layers dynamic, the first ones in module order, so that a cost
+        count of the config alone has the right number of gates (exact for
+        networks whose quantized layers all have the same width, e.g. EDSR;
+        the trained model's choice comes from data). Returns a note."""
+        layers = _ddtb_layers(generator)
+        k = int(len(layers) * self.dynamic_ratio)
+        for i, (_, m) in enumerate(layers):
+            m.act_quantizer.set_dynamic(i < k)
+        return (f'DDTB: {k} of {len(layers)} layers counted as dynamic '
+                f'(nominal: the first {k}; training chooses them from data, '
+                'pass the checkpoint for the trained choice)')
 
     @staticmethod
     def _log_choice(layers: List, scores: Dict[str, float] = None) -> None:

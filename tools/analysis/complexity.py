@@ -112,6 +112,18 @@ def build_generator(cfg: Config, checkpoint: Optional[str] = None,
     return generator.cpu()
 
 
+def _nominal_choices(cfg: Config, generator) -> None:
+    """Without a checkpoint, let calibration hooks that choose layers from
+    data (``nominal_choice``, e.g. DDTB's dynamic gates) make their nominal
+    choice, so the count has the structure training would give."""
+    from mmagic.registry import HOOKS
+    for h in cfg.get('custom_hooks') or []:
+        cls = HOOKS.get(h.get('type')) if isinstance(h, dict) else None
+        if cls is not None and hasattr(cls, 'nominal_choice'):
+            note = HOOKS.build(dict(h)).nominal_choice(generator)
+            print_log(note, logger='current')
+
+
 def main(argv: Optional[Sequence[str]] = None) -> dict:
     """Run the tool; returns the report as a dict."""
     args = parse_args(argv)
@@ -120,6 +132,8 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
     if args.cfg_options:
         cfg.merge_from_dict(args.cfg_options)
     generator = build_generator(cfg, args.checkpoint, args.generator_only)
+    if args.checkpoint is None:
+        _nominal_choices(cfg, generator)
     width, height = args.hr_shape
     report = count_complexity(
         generator, lr_shape=args.lr_shape, hr_size=(height, width),

@@ -65,6 +65,8 @@ METHODS: Dict[str, Method] = {m.key: m for m in [
     Method('offsets', 'Dist. offsets', _AB + 'c_offsets.py', '(c)'),
     Method('odm', 'EDSR-ODM', 'configs/odm/edsr_x4_w2a2.py'),
     Method('daq', 'EDSR-DAQ', 'configs/daq/edsr_x4_w2a2.py'),
+    Method('daq_clip', 'EDSR-DAQ (clipped)',
+           'configs/daq/edsr_x4_w2a2_clip.py'),
     Method('ddtb', 'EDSR-DDTB', 'configs/ddtb/edsr_x4_w2a2.py'),
 ]}
 
@@ -277,7 +279,8 @@ PRESETS: Dict[str, Preset] = {
         runs=(_all(2, ['pams', 'odm_q', 'var_plain', 'var_coop', 'offsets',
                        'odm'])
               + _all(4, ['pams', 'odm_q', 'odm'])
-              + _all(2, ['daq', 'ddtb']) + _all(4, ['daq', 'ddtb'])),
+              + _all(2, ['daq', 'daq_clip', 'ddtb'])
+              + _all(4, ['daq', 'ddtb'])),
         sweep=_EDSR_SWEEP, optional_test_sets=('Urban100',),
         budget_min=150),
 }

@@ -62,7 +62,7 @@ def table1(results: Dict) -> str:
         row('FP32 without its body (control)', 32, dict(metrics=nobody))
     runs = results['runs']
     for bits in sorted({r['bits'] for r in runs.values()}, reverse=True):
-        for key in ('pams', 'daq', 'ddtb', 'odm_q', 'odm'):
+        for key in ('pams', 'daq', 'daq_clip', 'ddtb', 'odm_q', 'odm'):
             e = runs.get(f'{key}_w{bits}a{bits}')
             if e is not None:
                 row(e['label'], bits, e)

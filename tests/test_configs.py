@@ -78,13 +78,20 @@ def test_baseline_folders_mirror_pams(method):
     """configs/<method>/ has the PAMS experiments, each with its method."""
     names = {p.name for p in CONFIGS if p.parent.name == 'pams'}
     mine = [p for p in CONFIGS if p.parent.name == method]
-    assert {p.name for p in mine} == names
+    # every PAMS experiment, plus variants named <experiment>_<variant>.py
+    # whose method is <method>_<variant> (e.g. DAQ's strict 'daq_clip')
+    assert names <= {p.name for p in mine}
     for path in mine:
         cfg = _load(path)
-        assert cfg.model.quant_cfg.method == method
+        stem, variant = path.stem, ''
+        if path.name not in names:
+            stem, variant = path.stem.rsplit('_', 1)
+            assert f'{stem}.py' in names
+            variant = '_' + variant
+        assert cfg.model.quant_cfg.method == method + variant
         assert cfg.model.var_loss is None
-        assert cfg.experiment_name == f'{method}_{path.stem}'
-        bits = path.stem.split('_')[-1]
+        assert cfg.experiment_name == f'{method}{variant}_{stem}'
+        bits = stem.split('_')[-1]
         assert bits == f'w{cfg.model.quant_cfg.w_bits}a' \
             f'{cfg.model.quant_cfg.a_bits}'
 

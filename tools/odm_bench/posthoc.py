@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import glob
 import os.path as osp
-from typing import Dict, List
+from typing import Dict, List, Optional
 
 import numpy as np
 import torch
@@ -39,7 +39,8 @@ class _Probe:
     def __init__(self, conv: QuantConv, quantized: bool) -> None:
         self.conv, self.quantized = conv, quantized
         self.sig: List[float] = []
-        self.clip = self.n = 0
+        self.clip: Optional[int] = 0
+        self.n = 0
         self.err = self.sq = self.sum = 0.0
 
     @torch.no_grad()
@@ -49,7 +50,9 @@ class _Probe:
         if not self.quantized:
             return
         q = self.conv.act_quantizer
-        if getattr(q, 'has_integer_form', True):  # no static range: no clip
+        if not getattr(q, 'has_integer_form', True):
+            self.clip = None  # a run-time range (DAQ): nothing to count
+        elif self.clip is not None:
             form = q.integer_form()
             self.clip += int(((x < form.clip_lo) | (x > form.clip_hi)).sum())
         xd = x.double()
@@ -100,8 +103,8 @@ def _measure(model, inputs, quantized: bool = True) -> Dict[str, float]:
         out.update(
             nsr_act=float(np.mean([p.nsr() for p in probes.values()])),
             range_width=float(np.mean([_width(m) for _, m in convs])),
-            clip_frac=float(np.mean([p.clip / p.n
-                                     for p in probes.values()])))
+            clip_frac=None if any(p.clip is None for p in probes.values())
+            else float(np.mean([p.clip / p.n for p in probes.values()])))
     return out
 
 

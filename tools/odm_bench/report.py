@@ -144,20 +144,25 @@ def speed_table(results: Dict) -> str:
 
 
 def sweep_table(results: Dict) -> str:
-    """Runs with a tag (co-adaptation sweep) vs their untagged default."""
+    """Runs with a tag (the sweep) vs their control: the untagged run of
+    the same method, or, for a run at another budget (``qat_iters``), the
+    quantizer alone at that budget (``odm_q_..._s<iters>``)."""
     runs = results['runs']
     sets = _sets(results)
     tagged = [(n, e) for n, e in runs.items() if e.get('tag')]
     if not tagged:
         return ''
     lines = ['| Run | Changed | ' + ' | '.join(
-        f'{s} PSNR (vs default)' for s in sets) + ' |',
+        f'{s} PSNR (vs control)' for s in sets) + ' |',
         '|---|---|' + '---|' * len(sets)]
     for name, e in [(n, e) for n, e in runs.items()
                     if not e.get('tag') and any(
                         t['method'] == e['method'] and t['bits'] == e['bits']
                         for _, t in tagged)] + tagged:
         ref = runs.get(f'{e["method"]}_w{e["bits"]}a{e["bits"]}')
+        iters = e.get('overrides', {}).get('qat_iters')
+        if iters is not None:  # a shorter budget: its quantizer-alone run
+            ref = runs.get(f'odm_q_w{e["bits"]}a{e["bits"]}_s{iters}', ref)
         cells = []
         for s in sets:
             if s not in e['metrics']:
@@ -380,7 +385,7 @@ def write_report(results: Dict, docs_dir: str,
           targets_md(checks) or '(no target applies to this preset)', '']
     sweep = sweep_table(results)
     if sweep:
-        md += ['## Sweep (tagged runs vs their untagged default)', '',
+        md += ['## Sweep (tagged runs vs their control at the same budget)', '',
                sweep, '']
     md += ['## Diagnostics', '', diagnostics_table.__doc__.split(
         '\n\n', 1)[1].replace('\n    ', ' ').strip(), '',

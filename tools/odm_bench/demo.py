@@ -59,6 +59,7 @@ import urllib.request
 from dataclasses import asdict, dataclass, fields
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
+from .jsonio import dump_json as _dump
 from .presets import METHODS, Preset, get_preset, run_name
 
 __all__ = ['Teacher', 'select_teacher', 'download_checkpoint',
@@ -366,14 +367,6 @@ def make_plan(work_dir: str, preset_name: str = 'demo',
     os.makedirs(work_dir, exist_ok=True)
     _dump(path, plan)
     return plan, False
-
-
-def _dump(path: str, obj) -> None:
-    os.makedirs(osp.dirname(osp.abspath(path)), exist_ok=True)
-    tmp = path + '.tmp'
-    with open(tmp, 'w') as f:
-        json.dump(obj, f, indent=1)
-    os.replace(tmp, path)
 
 
 def _load(path: str, default=None):

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import gc
 import math
-import json
 import os
 import os.path as osp
 import platform
@@ -27,6 +26,8 @@ from mmengine.model import is_model_wrapper
 from mmengine.runner import Runner
 
 from odm_mm.analysis.complexity import count_complexity
+
+from .jsonio import dump_json, load_json  # noqa: F401  (re-exported)
 
 __all__ = ['as_editor_checkpoint', 'machine_info', 'dump_json', 'load_json', 'summarize_log',
            'parse_metrics', 'run_training', 'bicubic_metrics',
@@ -59,21 +60,6 @@ def machine_info() -> Dict:
     except OSError:
         pass
     return info
-
-
-def dump_json(path: str, obj) -> None:
-    """Write JSON atomically (temp file + rename)."""
-    os.makedirs(osp.dirname(osp.abspath(path)), exist_ok=True)
-    tmp = path + '.tmp'
-    with open(tmp, 'w') as f:
-        json.dump(obj, f, indent=1)
-    os.replace(tmp, path)
-
-
-def load_json(path: str):
-    """Read a JSON file."""
-    with open(path) as f:
-        return json.load(f)
 
 
 def summarize_log(log: Dict, warmup: float = 0.1,

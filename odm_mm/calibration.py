@@ -50,8 +50,8 @@ from .quantizers import percentile_range
 __all__ = ['LayerStats', 'FeatureObserver', 'observe', 'calibrate',
            'select_top_p', 'select_offsets', 'apply_calibration',
            'init_offsets_from_stats', 'calibrate_model',
-           'quantization_error', 'offset_table', 'OFFSET_INITS',
-           'OFFSET_POLICIES']
+           'quantization_error', 'QuantErrorObserver', 'offset_table',
+           'OFFSET_INITS', 'OFFSET_POLICIES']
 
 OFFSET_INITS = ('identity', 'stats')
 OFFSET_POLICIES = ('both', 'one')
@@ -347,8 +347,9 @@ def calibrate_model(model: nn.Module, batches: List,
     return stats
 
 
-class _ErrorObserver:
-    """Accumulates ``||Q(x) - x||^2`` and the variance of ``x``."""
+class QuantErrorObserver:
+    """Accumulates ``||Q(x) - x||^2`` and the variance of ``x`` for one
+    QuantConv (attach as its ``observer``)."""
 
     def __init__(self, conv: QuantConv) -> None:
         self.conv = conv
@@ -384,7 +385,7 @@ def quantization_error(model: nn.Module, batches: Iterable,
     convs = [(n, m) for n, m in model.named_modules()
              if isinstance(m, QuantConv)]
     forward = forward or (lambda mdl, b: mdl(b))
-    observers = {n: _ErrorObserver(m) for n, m in convs}
+    observers = {n: QuantErrorObserver(m) for n, m in convs}
     was_training = model.training
     model.eval()
     try:

@@ -25,6 +25,7 @@ import numpy as np
 import torch
 from mmengine.config import Config
 
+from odm_mm.calibration import QuantErrorObserver
 from odm_mm.layers import QuantConv
 
 from .pipeline import read_rgb
@@ -32,16 +33,17 @@ from .pipeline import read_rgb
 __all__ = ['posthoc_diagnostics']
 
 
-class _Probe:
-    """Per layer: sigma of each input, elements outside the range, and the
-    activation quantization error, in the network's own (quantized) pass."""
+class _Probe(QuantErrorObserver):
+    """Per layer: sigma of each input and the elements outside the range,
+    on top of the activation quantization error, in the network's own
+    (quantized) pass."""
 
     def __init__(self, conv: QuantConv, quantized: bool) -> None:
-        self.conv, self.quantized = conv, quantized
+        super().__init__(conv)
+        self.quantized = quantized
         self.sig: List[float] = []
         self.clip: Optional[int] = 0
         self.n = 0
-        self.err = self.sq = self.sum = 0.0
 
     @torch.no_grad()
     def update(self, x):  # noqa: D102
@@ -55,14 +57,7 @@ class _Probe:
         elif self.clip is not None:
             form = q.integer_form()
             self.clip += int(((x < form.clip_lo) | (x > form.clip_hi)).sum())
-        xd = x.double()
-        self.err += float((q(x).double() - xd).pow(2).sum())
-        self.sum += float(xd.sum())
-        self.sq += float(xd.pow(2).sum())
-
-    def nsr(self) -> float:
-        var = self.sq / self.n - (self.sum / self.n) ** 2
-        return (self.err / self.n) / var if var > 0 else 0.0
+        super().update(x)
 
 
 def _inputs(data_root: str, scale: int,
@@ -101,7 +96,7 @@ def _measure(model, inputs, quantized: bool = True) -> Dict[str, float]:
     out = dict(sum_sigma=float(sum(np.mean(p.sig) for p in probes.values())))
     if quantized:
         out.update(
-            nsr_act=float(np.mean([p.nsr() for p in probes.values()])),
+            nsr_act=float(np.mean([p.relative() for p in probes.values()])),
             range_width=float(np.mean([_width(m) for _, m in convs])),
             clip_frac=None if any(p.clip is None for p in probes.values())
             else float(np.mean([p.clip / p.n for p in probes.values()])))

@@ -19,6 +19,14 @@ calls; 4 x with ``offset_init='stats'``). The running test PSNR is the mean
 of what mmagic's ``PSNR`` metrics of the current test set have recorded so
 far (the numbers of the final table, image by image).
 
+With ``threads_file`` the process that reads the progress can also hand this
+run more CPU threads while it trains or tests: when the file holds a
+positive integer different from ``torch.get_num_threads()``, the hook calls
+``torch.set_num_threads`` with it before the next iteration (the file is
+read at most every ``interval_s`` seconds). ``make demo`` runs PAMS and ODM
+as two single-thread workers and gives the second core to the one still
+running when the other is done.
+
 With ``save_dir`` every test prediction is also written as an 8-bit RGB PNG
 ``<save_dir>/<set>/<image>.png`` (``<set>`` is the folder above the HR
 image's folder; mmagic's ``DataPreprocessor.destruct`` hands 3-channel
@@ -41,6 +49,7 @@ from typing import Dict, List, Optional
 import numpy as np
 import torch
 from mmengine.hooks import Hook
+from mmengine.logging import print_log
 from mmengine.model import is_model_wrapper
 
 from mmagic.registry import HOOKS
@@ -64,17 +73,24 @@ class ProgressFileHook(Hook):
     Args:
         path: The JSON file (relative paths are below the work dir).
         save_dir: Also save every test prediction below this folder.
-        interval_s: Minimum seconds between two rewrites within a stage.
+        interval_s: Minimum seconds between two rewrites within a stage
+            (and between two reads of ``threads_file``).
+        threads_file: A text file with the number of CPU threads this run
+            may use from now on (read before train and test iterations;
+            absent, empty or invalid: nothing changes).
     """
 
     priority = 'VERY_HIGH'  # before OffsetHook's calibration (HIGH)
 
     def __init__(self, path: str = 'progress.json',
                  save_dir: Optional[str] = None,
-                 interval_s: float = 0.5) -> None:
+                 interval_s: float = 0.5,
+                 threads_file: Optional[str] = None) -> None:
         self.path = path
         self.save_dir = save_dir
         self.interval_s = interval_s
+        self.threads_file = threads_file
+        self._threads_read = float('-inf')
         self.state: Dict = {'stage': 'start'}
         self._last = 0.0
         self._handles: List = []
@@ -100,6 +116,24 @@ class ProgressFileHook(Hook):
     def _model(runner):
         m = runner.model
         return m.module if is_model_wrapper(m) else m
+
+    def _apply_threads(self) -> None:
+        """Take the thread count of ``threads_file`` if it changed."""
+        now = time.monotonic()
+        if not self.threads_file or now - self._threads_read < \
+                self.interval_s:
+            return
+        self._threads_read = now
+        try:
+            with open(self.threads_file) as f:
+                n = int(f.read().strip())
+        except (OSError, ValueError):
+            return
+        if n >= 1 and n != torch.get_num_threads():
+            print_log(f'ProgressFileHook: {torch.get_num_threads()} -> {n} '
+                      f'CPU threads ({self.threads_file})', logger='current')
+            torch.set_num_threads(n)
+            self.state['threads'] = n
 
     # ----------------------------------------------------------- calibration
     def _calibration_passes(self, runner) -> int:
@@ -149,6 +183,7 @@ class ProgressFileHook(Hook):
                           data_batch=None) -> None:  # noqa: D102
         if self.state.get('stage') == 'calib':
             self._end_calibration(runner)
+        self._apply_threads()
 
     def after_train_iter(self, runner, batch_idx: int, data_batch=None,
                          outputs=None) -> None:  # noqa: D102
@@ -172,6 +207,10 @@ class ProgressFileHook(Hook):
         self.state.update(stage='test', psnr={},
                           test=[0, sum(len(dl) for dl in loaders)])
         self._write(runner, force=True)
+
+    def before_test_iter(self, runner, batch_idx: int,
+                         data_batch=None) -> None:  # noqa: D102
+        self._apply_threads()
 
     def after_test_iter(self, runner, batch_idx: int, data_batch=None,
                         outputs=None) -> None:  # noqa: D102

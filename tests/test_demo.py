@@ -216,3 +216,44 @@ def test_smoke_demo_restart_trains_nothing(smoke_run):
              if ln.startswith('EDSR-')]
     assert table == [ln for ln in second.stdout.splitlines()
                      if ln.startswith('EDSR-')]
+
+
+def test_progress_hook_takes_threads_from_file(tmp_path):
+    """The worker side of the thread hand-off (odm_mm.progress)."""
+    import torch
+
+    from odm_mm.progress import ProgressFileHook
+    path = tmp_path / 'run.threads'
+    hook = ProgressFileHook(str(tmp_path / 'p.json'), interval_s=0,
+                            threads_file=str(path))
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        hook.before_train_iter(None, 0)  # no file yet: nothing changes
+        assert torch.get_num_threads() == 1
+        for bad in ['', 'two', '0', '-3']:
+            path.write_text(bad)
+            hook.before_test_iter(None, 0)
+            assert torch.get_num_threads() == 1, bad
+        path.write_text('2\n')
+        hook.before_train_iter(None, 0)
+        assert torch.get_num_threads() == 2 and hook.state['threads'] == 2
+        hook.interval_s = 3600  # read at most every interval_s seconds
+        path.write_text('1')
+        hook.before_train_iter(None, 0)
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_supervisor_shares_freed_threads(tmp_path):
+    """The supervisor side: all threads split among the running workers."""
+    sup = demo.Supervisor(str(tmp_path), {'runs': [['pams', 2], ['odm', 2]]},
+                          threads=5, live=False)
+    assert sup.share_threads(['odm_w2a2']) == {'odm_w2a2': 5}
+    assert sup.share_threads(['a', 'b']) == {'a': 3, 'b': 2}
+    with open(demo.threads_file(str(tmp_path), 'b')) as f:
+        assert f.read() == '2'
+    sup.threads = 1
+    assert sup.share_threads(['a', 'b']) == {'a': 1, 'b': 1}
+    assert sup.share_threads([]) == {}

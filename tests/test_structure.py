@@ -1,0 +1,124 @@
+"""Structure of the package (issue: one quantizer interface).
+
+* ``odm_mm``'s module-level imports form no cycle (lazy imports inside
+  functions are allowed: they run after every module is loaded);
+* no module outside the quantizer files compares anything with a quantizer
+  name: the quantizers own their behaviour, callers ask them.
+"""
+import ast
+import os
+import os.path as osp
+
+import odm_mm  # noqa: F401  (registers every quantizer)
+from odm_mm.quantizers import QUANTIZERS
+
+PKG = osp.dirname(osp.abspath(odm_mm.__file__))
+
+
+def _modules():
+    for root, _, files in os.walk(PKG):
+        for f in files:
+            if f.endswith('.py'):
+                path = osp.join(root, f)
+                rel = osp.relpath(path, osp.dirname(PKG))[:-3]
+                name = rel.replace(os.sep, '.')
+                if name.endswith('.__init__'):
+                    name = name[:-len('.__init__')]
+                with open(path) as fh:
+                    yield name, path, ast.parse(fh.read(), path)
+
+
+def _top_level_imports(name, tree, is_pkg):
+    """odm_mm modules imported at module level (not inside functions)."""
+    base = name if is_pkg else name.rpartition('.')[0]
+    out = set()
+    for node in tree.body:  # module level only; also inside if/try blocks
+        stack = [node]
+        while stack:
+            n = stack.pop()
+            if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef,
+                              ast.ClassDef)):
+                continue
+            if isinstance(n, ast.Import):
+                out |= {a.name for a in n.names if a.name.startswith('odm_mm')}
+            elif isinstance(n, ast.ImportFrom):
+                if n.level:
+                    parts = base.split('.')
+                    parent = '.'.join(parts[:len(parts) - n.level + 1])
+                    mod = f'{parent}.{n.module}' if n.module else parent
+                else:
+                    mod = n.module or ''
+                if mod.startswith('odm_mm'):
+                    out.add(mod)
+                    out |= {f'{mod}.{a.name}' for a in n.names}
+            stack.extend(ast.iter_child_nodes(n))
+    return out
+
+
+def test_module_level_imports_have_no_cycle():
+    mods = {}
+    for name, path, tree in _modules():
+        mods[name] = (tree, path.endswith('__init__.py'))
+    graph = {}
+    for name, (tree, is_pkg) in mods.items():
+        deps = {d for d in _top_level_imports(name, tree, is_pkg)
+                if d in mods and d != name}
+        # importing a package's submodule runs the package __init__ first,
+        # but that is an edge only when the package imports this module
+        graph[name] = deps - {p for p in deps if name.startswith(p + '.')}
+    assert len(graph) > 20 and 'odm_mm.quantizers' in graph
+    state, cycle = {}, []
+
+    def visit(n, path):
+        state[n] = 1
+        for d in sorted(graph[n]):
+            if state.get(d) == 1:
+                cycle.append(path + [d])
+            elif d not in state:
+                visit(d, path + [d])
+        state[n] = 2
+
+    for n in sorted(graph):
+        if n not in state:
+            visit(n, [n])
+    assert not cycle, f'import cycles: {cycle}'
+
+
+def test_the_cycle_check_finds_a_cycle():
+    a = ast.parse('from .b import x')
+    b = ast.parse('from odm_mm import a\nimport odm_mm.c')
+    assert _top_level_imports('odm_mm.a', a, False) == {'odm_mm.b',
+                                                        'odm_mm.b.x'}
+    assert _top_level_imports('odm_mm.b', b, False) == {'odm_mm',
+                                                        'odm_mm.a',
+                                                        'odm_mm.c'}
+    lazy = ast.parse('def f():\n    from . import quantizers')
+    assert _top_level_imports('odm_mm.m', lazy, False) == set()
+
+
+def _compared_names(tree):
+    """String constants that appear in comparisons (==, !=, in, not in)."""
+    found = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Compare):
+            for n in [node.left] + node.comparators:
+                for c in ast.walk(n):
+                    if isinstance(c, ast.Constant) and isinstance(c.value,
+                                                                  str):
+                        found.add(c.value)
+    return found
+
+
+def test_no_branch_on_quantizer_names_outside_quantizer_files():
+    names = set(QUANTIZERS)
+    assert {'odm', 'pams', 'daq', 'ddtb'} <= names
+    offenders = {}
+    for name, path, tree in _modules():
+        if osp.basename(path).startswith('quantizers'):
+            continue
+        hit = _compared_names(tree) & names
+        if hit:
+            offenders[name] = sorted(hit)
+    assert not offenders, offenders
+    bad = ast.parse("if cfg.method in ('odm', 'x'):\n    pass")
+    assert _compared_names(bad) & names == {'odm'}

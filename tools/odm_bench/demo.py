@@ -15,7 +15,7 @@ What it does (``tools/demo.py`` is the command line):
    (:mod:`odm_bench.data`).
 3. **Stages**, each in a worker process whose mmengine output goes to
    ``<work_dir>/logs/<stage>.log``: ODM and PAMS W2A2 (the protocol of the
-   ``edsr`` benchmark preset: batch 8, 96 px HR patches; 450 iterations) as
+   ``edsr`` benchmark preset: batch 8, 96 px HR patches; 600 iterations) as
    two single-thread workers in parallel (``--w4a4`` adds both at W4A4);
    ``fp32`` (test the teacher and the bicubic baseline) takes the slot of
    the first run to finish (a teacher trained here is trained first, with

@@ -238,12 +238,12 @@ PRESETS: Dict[str, Preset] = {
         description="embedded demo (make demo): the paper's EDSR-baseline "
         '(64ch/16 blocks) x4 from a pretrained teacher (official mmagic '
         'weights, else ../shared/models), PAMS vs ODM W2A2 with the edsr '
-        'protocol (QAT 450 it x 8, 96 px T91 patches; T91 repeated 10x '
+        'protocol (QAT 600 it x 8, 96 px T91 patches; T91 repeated 10x '
         'per epoch: mmengine pauses 2 s at every epoch end), Set5 + Set14; '
         'tools/odm_bench/demo.py falls back to scikit-image photographs '
         'and a small teacher trained first',
         fp32_checkpoint='edsr_x4c64b16_t91_fp32.pth',
-        mid_channels=64, num_blocks=16, qat_iters=450, qat_batch=8,
+        mid_channels=64, num_blocks=16, qat_iters=600, qat_batch=8,
         gt_patch=96, log_interval=25, runs=[('pams', 2), ('odm', 2)],
         test_sets=('Set5',), optional_test_sets=('Set14',), budget_min=15,
         sample=('Set5', 'butterfly'), train_repeat=10),

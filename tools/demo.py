@@ -5,7 +5,7 @@ weights and activations with PAMS and with ODM, from the same teacher, seed,
 data and iterations, and shows what ODM buys: PSNR/SSIM, storage and BitOPs
 in one table, the crop of the test images where the two differ most, and the
 feature distributions of the ODM model against its learned ranges (paper
-Fig. 1 / Fig. 3). Offline; about 12-15 minutes on 2 CPU cores; an
+Fig. 1 / Fig. 3). Offline; about 14 minutes on 2 CPU cores; an
 interrupted demo resumes (finished runs are kept).
 
 * teacher: mmagic's official EDSR x4 weights if cached or downloadable (one

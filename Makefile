@@ -8,7 +8,9 @@ export PYTHONUNBUFFERED := 1
 install:
 	bash scripts/setup_env.sh
 
-demo: install
+# the demo installs quietly (log in .venv/setup_env.log, tail shown on failure)
+demo:
+	@bash scripts/setup_env.sh --quiet
 	$(PY) tools/demo.py
 
 test: install

@@ -2,8 +2,19 @@
 # Create or reuse the project virtual env and install everything odm_mm needs.
 # Idempotent: a second call only checks a stamp and returns in about a second.
 #
+#   scripts/setup_env.sh [--quiet]
 #   VENV=.venv (default) | PYTHON_BIN=python3.11 | ODM_WHEEL_CACHE=~/.cache/odm_mm/wheels
+#
+# --quiet (used by `make demo`): one line before and one after; pip's and the
+# mmcv build's output go to $VENV/setup_env.log, whose last 40 lines are
+# printed (to stderr) only if the install fails.
 set -euo pipefail
+quiet=0
+case "${1:-}" in
+  --quiet) quiet=1 ;;
+  "") ;;
+  *) echo "usage: $0 [--quiet]" >&2; exit 2 ;;
+esac
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
 VENV=${VENV:-.venv}
@@ -14,6 +25,13 @@ if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
   exit 0
 fi
 t0=$(date +%s)
+if [ "$quiet" = 1 ]; then
+  mkdir -p "$VENV"
+  log="$VENV/setup_env.log"
+  echo "[setup_env] installing into $VENV (first run or changed requirements: ~2 min, ~15 min more if mmcv must be compiled); log: $log"
+  exec 3>&1 4>&2 >"$log" 2>&1
+  trap 'rc=$?; if [ $rc -ne 0 ]; then echo "[setup_env] FAILED (exit $rc); the last lines of $log:" >&4; tail -n 40 "$log" >&4; else echo "[setup_env] ready in $(( $(date +%s) - t0 )) s" >&3; fi' EXIT
+fi
 if [ ! -x "$VENV/bin/python" ]; then
   echo "[setup_env] creating $VENV with $($PYTHON_BIN --version)"
   "$PYTHON_BIN" -m venv "$VENV"

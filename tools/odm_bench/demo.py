@@ -34,7 +34,8 @@ Work dir layout::
     <work_dir>/plan.json           teacher, data and protocol (a restarted
                                    demo reuses it)
     <work_dir>/logs/<stage>.log    full mmengine output of each worker
-    <work_dir>/progress/<stage>.json
+    <work_dir>/progress/<stage>.json     a worker's ProgressFileHook state
+    <work_dir>/progress/<stage>.threads  threads handed to it (hand-off)
     <work_dir>/fp32/  runs/<run>/  as in the benchmark (result.json when
                                    finished; a restarted demo skips those
                                    runs and resumes the others from their
@@ -378,20 +379,24 @@ def _load(path: str, default=None):
 
 
 # -------------------------------------------------------- stages (workers)
+def progress_file(work_dir: str, stage: str) -> str:
+    """The JSON a stage's ProgressFileHook keeps up to date."""
+    return osp.join(work_dir, 'progress', f'{stage}.json')
+
+
 def threads_file(work_dir: str, stage: str) -> str:
     """The file through which the supervisor hands a worker more threads."""
     return osp.join(work_dir, 'progress', f'{stage}.threads')
 
 
-def _with_progress(cfg, progress: str, save_dir: str,
-                   threads: Optional[str] = None) -> None:
+def _with_progress(cfg, work_dir: str, stage: str, save_dir: str) -> None:
     imports = list(cfg.custom_imports.get('imports', []))
     if 'odm_mm.progress' not in imports:
         imports.append('odm_mm.progress')
     cfg.custom_imports = dict(imports=imports, allow_failed_imports=False)
     cfg.custom_hooks = list(cfg.get('custom_hooks', [])) + [
-        dict(type='ProgressFileHook', path=progress, save_dir=save_dir,
-             threads_file=threads)]
+        dict(type='ProgressFileHook', path=progress_file(work_dir, stage),
+             save_dir=save_dir, threads_file=threads_file(work_dir, stage))]
 
 
 def _data_dirs(plan: Dict, preset: Preset, work_dir: str) -> Dict:
@@ -437,17 +442,15 @@ def run_stage(work_dir: str, stage: str) -> None:
     preset = _preset_from(plan['preset'])
     d = _data_dirs(plan, preset, work_dir)
     sets = list(preset.test_sets)
-    progress = osp.join(work_dir, 'progress', f'{stage}.json')
     if stage == 'figures':
-        make_figures(work_dir, plan, progress)
+        make_figures(work_dir, plan, progress_file(work_dir, stage))
         return
     init_default_scope('mmagic')
     if stage == 'fp32':
         fp32_dir = osp.join(work_dir, 'fp32')
         cfg = fp32_config(preset, fp32_dir, d['data_root'],
                           d['train_folder'], d['test_root'], sets)
-        _with_progress(cfg, progress, osp.join(fp32_dir, 'sr'),
-                       threads_file(work_dir, stage))
+        _with_progress(cfg, work_dir, stage, osp.join(fp32_dir, 'sr'))
         result = osp.join(fp32_dir, 'result.json')
         if plan['teacher']['path']:
             given = as_editor_checkpoint(
@@ -468,8 +471,7 @@ def run_stage(work_dir: str, stage: str) -> None:
     cfg = qat_config(preset, method, bits, run_dir, stage,
                      _fp32_checkpoint(work_dir, plan), d['data_root'],
                      d['train_folder'], d['test_root'], sets)
-    _with_progress(cfg, progress, osp.join(run_dir, 'sr'),
-                   threads_file(work_dir, stage))
+    _with_progress(cfg, work_dir, stage, osp.join(run_dir, 'sr'))
     run_training(cfg, osp.join(run_dir, 'result.json'))
     _figures_if_last(work_dir, plan)
 
@@ -505,8 +507,7 @@ def _figures_if_last(work_dir: str, plan: Dict) -> None:
     import torch
     torch.set_num_threads(os.cpu_count() or 1)
     try:
-        make_figures(work_dir, plan,
-                     osp.join(work_dir, 'progress', 'figures.json'))
+        make_figures(work_dir, plan, progress_file(work_dir, 'figures'))
     except Exception:  # noqa: BLE001  (the figures worker reports it)
         traceback.print_exc()
 
@@ -896,7 +897,7 @@ class Supervisor:
 
     def _show(self, ui: _Lines, stage: str, finished: bool) -> None:
         """Update the stage's bars from its progress file."""
-        st = _load(osp.join(self.work_dir, 'progress', f'{stage}.json'), {})
+        st = _load(progress_file(self.work_dir, stage), {})
         where = st.get('stage')
         if stage == 'figures':
             done, tot = st.get('fig', [0, None])
@@ -936,7 +937,7 @@ class Supervisor:
 
     # -------------------------------------------------------------------- run
     def _poll_figures(self, ui: _Lines) -> None:
-        if osp.isfile(osp.join(self.work_dir, 'progress', 'figures.json')):
+        if osp.isfile(progress_file(self.work_dir, 'figures')):
             self._show(ui, 'figures', False)  # drawn by the last worker
 
     def _group(self, ui: _Lines, stages: List[str], slots: int,
@@ -993,12 +994,8 @@ class Supervisor:
         base, extra = divmod(self.threads, len(running))
         share = {s: max(1, base + (i < extra))
                  for i, s in enumerate(running)}
-        for stage, n in share.items():
-            path = threads_file(self.work_dir, stage)
-            os.makedirs(osp.dirname(path), exist_ok=True)
-            with open(f'{path}.tmp', 'w') as f:
-                f.write(str(n))
-            os.replace(f'{path}.tmp', path)
+        for stage, n in share.items():  # atomic: a worker may read it now
+            _dump(threads_file(self.work_dir, stage), n)
         return share
 
     def _wait_all(self, ui: _Lines) -> None:

@@ -38,7 +38,8 @@ from __future__ import annotations
 
 import contextlib
 from dataclasses import asdict, dataclass, field
-from typing import Callable, Dict, Iterable, Iterator, List, Tuple
+from typing import (Any, Callable, Dict, Iterable, Iterator, List, Optional,
+                    Tuple)
 
 import torch
 from torch import Tensor, nn
@@ -131,13 +132,24 @@ class FeatureObserver:
 
 @contextlib.contextmanager
 def observe(convs: List[Tuple[str, QuantConv]], percentile_j: float = 1.0,
-            fp32: bool = True) -> Iterator[Dict[str, FeatureObserver]]:
+            fp32: bool = True, observers: Optional[Dict[str, Any]] = None
+            ) -> Iterator[Dict[str, Any]]:
     """Attach observers (and optionally switch quantization off) for a pass.
+
+    Args:
+        convs: ``[(name, layer)]`` to observe.
+        percentile_j: j of the :class:`FeatureObserver` percentile range.
+        fp32: Switch quantization off while observing.
+        observers: ``{name: observer}`` to attach instead of new
+            :class:`FeatureObserver` s (anything with ``update(x)``, e.g.
+            :class:`QuantErrorObserver`).
 
     Restores each layer's quantization switch and removes the observers on
     exit, also when an exception is raised.
     """
-    observers = {name: FeatureObserver(percentile_j) for name, _ in convs}
+    if observers is None:
+        observers = {name: FeatureObserver(percentile_j)
+                     for name, _ in convs}
     saved = [(m, m.quant_enabled) for _, m in convs]
     try:
         for name, m in convs:
@@ -389,13 +401,10 @@ def quantization_error(model: nn.Module, batches: Iterable,
     was_training = model.training
     model.eval()
     try:
-        for name, m in convs:
-            m.observer = observers[name]
-        for batch in batches:
-            forward(model, batch)
+        with observe(convs, fp32=False, observers=observers):
+            for batch in batches:
+                forward(model, batch)
     finally:
-        for _, m in convs:
-            m.observer = None
         model.train(was_training)
     out = {}
     for name, m in convs:

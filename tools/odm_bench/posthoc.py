@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from mmengine.config import Config
 
-from odm_mm.calibration import QuantErrorObserver
+from odm_mm.calibration import QuantErrorObserver, observe
 from odm_mm.layers import QuantConv
 
 from .pipeline import read_rgb
@@ -85,14 +85,9 @@ def _measure(model, inputs, quantized: bool = True) -> Dict[str, float]:
     convs = [(n, m) for n, m in gen.named_modules()
              if isinstance(m, QuantConv)]
     probes = {n: _Probe(m, quantized) for n, m in convs}
-    for n, m in convs:
-        m.observer = probes[n]
-    try:
+    with observe(convs, fp32=False, observers=probes):
         for x in inputs:
             gen(x)
-    finally:
-        for _, m in convs:
-            m.observer = None
     out = dict(sum_sigma=float(sum(np.mean(p.sig) for p in probes.values())))
     if quantized:
         out.update(

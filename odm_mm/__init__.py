@@ -9,7 +9,9 @@ modules still import.
 """
 from .version import __version__
 from . import quantizers, layers, swap  # noqa: F401  (torch-only)
-# baselines: each file registers its method ('daq', 'ddtb')
+# each file registers its method: the published ODM's weight clipping
+# correction ('odm_wcc') and the baselines ('daq', 'ddtb')
+from . import quantizers_wcc  # noqa: F401,E402
 from . import quantizers_daq, quantizers_ddtb  # noqa: F401,E402
 from .layers import QuantConv
 from .swap import swap_convs

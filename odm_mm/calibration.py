@@ -281,6 +281,7 @@ def apply_calibration(model: nn.Module, stats: Dict[str, LayerStats],
         st = stats[name]
         if init_bounds:
             conv.act_quantizer.init_from_stats(st)
+            conv.weight_quantizer.init_from_weight(conv.weight)
         conv.shift.data.zero_()
         conv.scale.data.fill_(1.0)
         conv.set_offsets(s_mu, s_sig)

@@ -1,13 +1,24 @@
-"""Cooperative gradient gate of Eq. 5 (and the plain sum of Eq. 4).
+"""Cooperative gradient gates: Eq. 5 of the seed, the plain sum of Eq. 4,
+and the similarity weight of the published version (ECCV 2024).
 
 Torch-only. :class:`~odm_mm.optim.CooperativeOptimWrapper` calls
 :func:`merge_gradients` after both gradients are known (and synchronised
-across ranks).
+across ranks). ``g_V`` below is the regulariser's gradient: L_V (seed) or
+L_M (published).
 
-Eq. 5, per parameter element::
+Eq. 5 (``mode='cooperative'``), per parameter element::
 
     g = g_R + g_V   if g_R * g_V >= 0
     g = g_R         otherwise
+
+Published version (``mode='similarity'``)::
+
+    g = g_R + sim(g_R, g_V) g_V,   sim(a, b) = (cos(a, b) + 1) / 2 in [0, 1]
+
+with one cosine over the gradient vectors of all parameters that have a
+regulariser gradient (the update rule is written for the parameter vector
+theta), or one cosine per parameter tensor (``mode='similarity_tensor'``,
+a reading the text leaves open). A zero vector has cosine 0 (weight 1/2).
 
 Elements where the reconstruction gradient is missing (``None``, or zero)
 count as cooperative (``0 * g_V >= 0``). The conflict ratio (Fig. 2) is the
@@ -23,15 +34,19 @@ from typing import List, NamedTuple, Optional, Sequence, Tuple
 import torch
 from torch import Tensor
 
-__all__ = ['LossParts', 'GateStats', 'gate', 'merge_gradients', 'MODES']
+__all__ = ['LossParts', 'GateStats', 'gate', 'similarity',
+           'merge_gradients', 'MODES']
 
-MODES = ('cooperative', 'plain')
+MODES = ('cooperative', 'plain', 'similarity', 'similarity_tensor')
 
 
 class LossParts(NamedTuple):
-    """A loss split into reconstruction L_R and regularisation L_V."""
+    """A loss split into reconstruction L_R and regularisation (L_V or
+    L_M); ``exclude``: parameters the regulariser's gradient is not applied
+    to (they learn from L_R alone)."""
     recon: Tensor
     reg: Tensor
+    exclude: Tuple[Tensor, ...] = ()
 
     def total(self) -> Tensor:
         """L_R + L_V (the Eq. 4 objective)."""
@@ -58,7 +73,19 @@ def gate(g_r: Tensor, g_v: Tensor,
     conflicts = agree.numel() - agree.sum()
     if mode == 'plain':
         return g_r + g_v, conflicts
+    if mode in ('similarity', 'similarity_tensor'):
+        return g_r + similarity(g_r, g_v) * g_v, conflicts
     return g_r + torch.where(agree, g_v, torch.zeros_like(g_v)), conflicts
+
+
+def similarity(a: Tensor, b: Tensor) -> Tensor:
+    """``(cos(a, b) + 1) / 2`` of two gradient vectors (0-dim tensor; a
+    cosine with a zero vector counts as 0). Accumulates in float64."""
+    a64, b64 = a.reshape(-1).double(), b.reshape(-1).double()
+    den = a64.norm() * b64.norm()
+    cos = torch.where(den > 0, (a64 @ b64) / den.clamp_min(1e-300),
+                      torch.zeros_like(den))
+    return ((cos + 1) / 2).to(a.dtype)
 
 
 class GateStats(NamedTuple):
@@ -72,12 +99,17 @@ class GateStats(NamedTuple):
         norm_v: ``||g_V||_2`` over those parameters (before gating).
         dominant: Elements with ``|g_V| > |g_R|`` (where L_V could flip the
             sign of the update if it were added).
+        weight: The similarity weight applied to ``g_V`` (similarity
+            modes: the global one, or the element-weighted mean of the
+            per-tensor ones); 1 (plain) or the share of agreeing elements
+            (cooperative) otherwise.
     """
     conflicts: int
     total: int
     norm_r: float
     norm_v: float
     dominant: int
+    weight: float = 1.0
 
     @property
     def conflict_ratio(self) -> float:
@@ -116,18 +148,37 @@ def merge_gradients(params: Sequence[Tensor],
             p.grad = torch.zeros_like(g_v)
     flat_r = torch.cat([p.grad.reshape(-1) for p, _ in pairs])
     flat_v = torch.cat([g_v.reshape(-1) for _, g_v in pairs])
-    merged, conflicts = gate(flat_r, flat_v, mode)
+    sizes = [g_v.numel() for _, g_v in pairs]
+    if mode == 'similarity_tensor':
+        weights = torch.stack([
+            similarity(p.grad, g_v) for p, g_v in pairs]).double()
+        merged = flat_r + torch.repeat_interleave(
+            weights.to(flat_v.dtype), torch.tensor(sizes,
+                                                   device=flat_v.device)
+        ) * flat_v
+        agree = (flat_r * flat_v) >= 0
+        conflicts = agree.numel() - agree.sum()
+        weight = (weights * torch.tensor(sizes, dtype=torch.float64,
+                                         device=weights.device)
+                  ).sum() / sum(sizes)
+    else:
+        merged, conflicts = gate(flat_r, flat_v, mode)
+        weight = similarity(flat_r, flat_v).double() \
+            if mode == 'similarity' else \
+            torch.ones((), dtype=torch.float64, device=flat_v.device) \
+            if mode == 'plain' else \
+            1 - conflicts.double() / max(flat_v.numel(), 1)
     # one host read; float64 keeps the counts exact up to 2**53
     counts = torch.stack([
         conflicts.double(), torch.count_nonzero(flat_v).double(),
         flat_r.double().norm(), flat_v.double().norm(),
-        (flat_v.abs() > flat_r.abs()).sum().double()]).tolist()
-    chunks = torch.split(merged, [g_v.numel() for _, g_v in pairs])
+        (flat_v.abs() > flat_r.abs()).sum().double(), weight]).tolist()
+    chunks = torch.split(merged, sizes)
     torch._foreach_copy_([p.grad for p, _ in pairs],
                          [c.view_as(p.grad) for (p, _), c in zip(pairs,
                                                                   chunks)])
     return GateStats(int(counts[0]), int(counts[1]), float(counts[2]),
-                     float(counts[3]), int(counts[4]))
+                     float(counts[3]), int(counts[4]), float(counts[5]))
 
 
 def flatten_grads(grads: Sequence[Optional[Tensor]]) -> Tuple[Tensor, List]:

@@ -218,7 +218,8 @@ class OffsetHook(Hook):
         """Make every rank use rank 0's bounds, offsets and choice."""
         for name, m in convs:
             extra = [m.weight] + ([m.bias] if m.bias is not None else [])
-            for t in list(m.act_quantizer.parameters()) + extra + [
+            for t in list(m.act_quantizer.parameters()) + list(
+                    m.weight_quantizer.parameters()) + extra + [
                     m.shift, m.scale, m.shift_enabled, m.scale_enabled]:
                 broadcast(t.data, src=0)
             m.sync_offset_flags()

@@ -31,7 +31,10 @@ Documented choices:
   ``conv(x*, W) + bias`` with float offsets: identical to the source conv as
   long as the offsets are the identity.
 * ``feature_std`` (sigma of x*, the tensor that is quantized) is stored on
-  the module during training when ``record_std`` is set. This is done here
+  the module during training when ``record_std`` is set, and
+  ``feature_mismatch`` (M(x*) of the published version's mismatch
+  regulariser, :func:`odm_mm.mismatch.mismatch`, from the very ``Q_a(x*)``
+  the conv uses) when ``mismatch_target`` is set. This is done here
   rather than in a forward hook because mmagic blocks use ``ReLU(inplace)``
   and ``res += x`` which mutate tensors hooks would see.
 """
@@ -42,6 +45,7 @@ from typing import Any, Optional
 import torch
 from torch import Tensor, nn
 
+from .mismatch import mismatch
 from .quantizers import check_bits, fake_quant, quantizer_classes
 
 __all__ = ['QuantConv', 'quantize_offset', 'feature_std']
@@ -96,6 +100,8 @@ class QuantConv(nn.Conv2d):
             one. The bit-widths live in the quantizers (``w_bits`` and
             ``a_bits`` read them).
         percentile_j: j for the percentile weight range of ``'odm'``.
+        weight_cfg: Further keyword arguments of the method's weight
+            quantizer (e.g. ``gamma_init`` of ``'odm_wcc'``).
         offset_bits: Bit-width of S_mu and S_sigma (paper: 4; 32 = float).
         std_mode: ``'tensor'`` or ``'sample'``, see :func:`feature_std`.
     """
@@ -115,6 +121,7 @@ class QuantConv(nn.Conv2d):
                  a_bits: int = 4,
                  method: str = 'odm',
                  percentile_j: float = 1.0,
+                 weight_cfg: Optional[dict] = None,
                  offset_bits: int = 4,
                  std_mode: str = 'tensor',
                  device: Optional[torch.device] = None,
@@ -130,7 +137,8 @@ class QuantConv(nn.Conv2d):
         self.method = method
         self.offset_bits, self.std_mode = offset_bits, std_mode
         self.act_quantizer = act_cls(a_bits, in_channels=in_channels)
-        self.weight_quantizer = weight_cls(w_bits, percentile_j=percentile_j)
+        self.weight_quantizer = weight_cls(w_bits, percentile_j=percentile_j,
+                                           **dict(weight_cfg or {}))
         factory = dict(device=device, dtype=dtype)
         self.shift = nn.Parameter(torch.zeros(in_channels, **factory))
         self.scale = nn.Parameter(torch.ones(in_channels, **factory))
@@ -143,6 +151,8 @@ class QuantConv(nn.Conv2d):
         self.quant_enabled = True
         self.record_std = False
         self.feature_std: Optional[Tensor] = None
+        self.mismatch_target: Optional[str] = None
+        self.feature_mismatch: Optional[Tensor] = None
         self.observer: Optional[Any] = None
 
     @property
@@ -240,9 +250,12 @@ class QuantConv(nn.Conv2d):
             self.feature_std = feature_std(x, self.std_mode)
         if not self.quant_enabled:
             return self._conv_forward(x, self.weight, self.bias)
-        return self._conv_forward(
-            self.act_quantizer(x), self.weight_quantizer(self.weight),
-            self.bias)
+        x_q = self.act_quantizer(x)
+        if self.mismatch_target is not None and self.training:
+            self.feature_mismatch = mismatch(x, x_q, self.act_quantizer,
+                                             self.mismatch_target)
+        return self._conv_forward(x_q, self.weight_quantizer(self.weight),
+                                  self.bias)
 
     def extra_repr(self) -> str:  # noqa: D102
         return (super().extra_repr() +

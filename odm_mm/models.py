@@ -45,6 +45,7 @@ from .fullquant import quantize_skips
 from .layers import QuantConv
 from .quantizers import check_bits
 from .losses import PAPER_LAMBDA_V, PAPER_SKT_WEIGHT_01
+from .mismatch import PAPER_LAMBDA_M
 from .checkpoint import load_fp32_generator, read_fp32_state
 from .swap import quant_convs, swap_convs
 
@@ -62,8 +63,10 @@ FEATURE_MODULES = {
     'SRCNNNet': ('conv2', 'output'),
 }
 FEATURE_TAPS = ('input', 'output')
-QUANT_KEYS = ('w_bits', 'a_bits', 'method', 'percentile_j', 'offset_bits',
-              'std_mode')
+QUANT_KEYS = ('w_bits', 'a_bits', 'method', 'percentile_j', 'weight_cfg',
+              'offset_bits', 'std_mode')
+#: Regularisation losses: handed to the optim wrapper apart from L_R.
+REG_LOSSES = ('loss_var', 'loss_mismatch')
 OTHER_QUANT_KEYS = ('patterns', 'mode', 'exclude', 'skip_bits')
 
 
@@ -104,6 +107,11 @@ class ODMEditModel(BaseEditModel):
         var_loss: Config of ``VarianceRegLoss``; ``'paper'`` (default) =
             lambda_V of Supplement S1 for the generator (1e-4 EDSR/SRResNet,
             1e-5 RDN, 1e-4 otherwise); None = no L_V.
+        mismatch_loss: Config of ``MismatchRegLoss`` (the published
+            version's L_M, :mod:`odm_mm.mismatch`); ``'paper'`` = its
+            lambda_M for the generator (1e-5 EDSR/SRResNet, 1e-6 RDN);
+            None (default) = no L_M. With L_V too, both are summed into the
+            one regularisation term the gate sees.
         feature_module: Module where SKT takes its feature (default per
             generator, :data:`FEATURE_MODULES`).
         feature_tap: ``'input'`` or ``'output'`` of ``feature_module``
@@ -119,6 +127,7 @@ class ODMEditModel(BaseEditModel):
                  fp32_checkpoint: Optional[str] = None,
                  skt_loss: Union[dict, str, None] = 'paper',
                  var_loss: Union[dict, str, None] = 'paper',
+                 mismatch_loss: Union[dict, str, None] = None,
                  feature_module: Optional[str] = None,
                  feature_tap: Optional[str] = None,
                  train_cfg: Optional[dict] = None,
@@ -147,12 +156,19 @@ class ODMEditModel(BaseEditModel):
         if var_loss == 'paper':
             var_loss = dict(type='VarianceRegLoss',
                             loss_weight=PAPER_LAMBDA_V.get(gen_name, 1e-4))
-        for key, val in (('skt_loss', skt_loss), ('var_loss', var_loss)):
+        if mismatch_loss == 'paper':
+            mismatch_loss = dict(type='MismatchRegLoss',
+                                 loss_weight=PAPER_LAMBDA_M.get(gen_name,
+                                                                1e-5))
+        for key, val in (('skt_loss', skt_loss), ('var_loss', var_loss),
+                         ('mismatch_loss', mismatch_loss)):
             if val is not None and not isinstance(val, dict):
                 raise ValueError(f"{key} must be a config dict, 'paper' or "
                                  f'None, got {val!r}')
         self.skt_loss = MODELS.build(skt_loss) if skt_loss else None
         self.var_loss = MODELS.build(var_loss) if var_loss else None
+        self.mismatch_loss = MODELS.build(mismatch_loss) \
+            if mismatch_loss else None
         if self.skt_loss is not None and self.feature_module is None:
             raise ValueError(f'SKT needs feature_module for {gen_name} (the '
                              'name of the last module of the body)')
@@ -174,6 +190,8 @@ class ODMEditModel(BaseEditModel):
                                            'skip_bits'))
         for _, m in quant_convs(self.generator):
             m.record_std = self.var_loss is not None
+            if self.mismatch_loss is not None:
+                m.mismatch_target = self.mismatch_loss.target
         if self.skt_loss is not None:
             for net in (self.generator, self.teacher):
                 mod = self._feature_module(net)
@@ -248,18 +266,34 @@ class ODMEditModel(BaseEditModel):
                     widths.append(m.act_quantizer.range_width().detach())
                     m.feature_std = None
             losses['loss_var'] = self.var_loss(stds, widths)
+        if self.mismatch_loss is not None:
+            terms = []
+            for _, m in quant_convs(self.generator):
+                if m.feature_mismatch is not None:
+                    terms.append(m.feature_mismatch)
+                    m.feature_mismatch = None
+            losses['loss_mismatch'] = self.mismatch_loss(terms)
         return losses
 
     def parse_losses(self, losses: Dict[str, Tensor]
                      ) -> Tuple[object, Dict[str, Tensor]]:
-        """Sum the losses; with L_V, return ``LossParts(L_R, L_V)``."""
+        """Sum the losses; with L_V or L_M, return ``LossParts(L_R, reg,
+        exclude)`` (``exclude``: the quantizers' reg-free parameters, e.g.
+        the weight clipping factors)."""
         total, log_vars = super().parse_losses(losses)
-        if 'loss_var' not in losses:
+        regs = [losses[k] for k in REG_LOSSES if k in losses]
+        if not regs:
             return total, log_vars
-        reg = losses['loss_var']
         recon = sum(v for k, v in losses.items()
-                    if 'loss' in k and k != 'loss_var')
-        return LossParts(recon, reg), log_vars
+                    if 'loss' in k and k not in REG_LOSSES)
+        return LossParts(recon, sum(regs), self.reg_free_parameters()), \
+            log_vars
+
+    def reg_free_parameters(self) -> Tuple[Tensor, ...]:
+        """Parameters of the quantizers that learn from L_R alone."""
+        return tuple(p for _, m in quant_convs(self.generator)
+                     for q in (m.act_quantizer, m.weight_quantizer)
+                     for p in q.reg_free_parameters())
 
     def check_optim_wrapper(self, optim_wrapper) -> None:
         """Raise if ``optim_wrapper`` cannot take L_R and L_V separately.
@@ -268,12 +302,16 @@ class ODMEditModel(BaseEditModel):
         by :class:`~odm_mm.hooks.OffsetHook` before training.
         """
         from .optim import CooperativeOptimWrapper
-        if self.var_loss is not None and not isinstance(
-                optim_wrapper, CooperativeOptimWrapper):
+        has_reg = self.var_loss is not None or self.mismatch_loss is not None
+        if has_reg and not isinstance(optim_wrapper,
+                                      CooperativeOptimWrapper):
+            which = 'var_loss' if self.var_loss is not None \
+                else 'mismatch_loss'
             raise TypeError(
-                'ODMEditModel with var_loss needs optim_wrapper.type='
+                f'ODMEditModel with {which} needs optim_wrapper.type='
                 "'CooperativeOptimWrapper' (mode='cooperative' for Eq. 5, "
-                f"'plain' for Eq. 4); got {type(optim_wrapper).__name__}")
+                "'similarity' for the published gate, 'plain' for Eq. 4); "
+                f'got {type(optim_wrapper).__name__}')
 
     def train_step(self, data, optim_wrapper) -> Dict[str, Tensor]:
         """BaseModel.train_step, after checking the wrapper can take L_V."""

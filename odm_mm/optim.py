@@ -4,9 +4,11 @@ Glue (mmengine). Overrides only :meth:`update_params`; everything else
 (gradient accumulation, ``clip_grad``, ``state_dict``, param-wise config,
 ``optim_context``/DDP ``no_sync``) is mmengine's ``OptimWrapper``.
 
-One step with ``loss = LossParts(L_R, L_V)``:
+One step with ``loss = LossParts(L_R, L_V)`` (or ``L_M``, the published
+version's mismatch regulariser):
 
-1. ``g_V = autograd.grad(L_V, params, retain_graph=True)`` -- this does not
+1. ``g_V = autograd.grad(L_V, params, retain_graph=True)`` (except for the
+   parameters in ``LossParts.exclude``, which learn from L_R alone) -- this does not
    run DDP's gradient hooks, so it is accumulated in the wrapper and
    all-reduced (averaged) across ranks explicitly at the update step;
 2. ``backward(L_R)`` as usual (DDP averages it across ranks);
@@ -16,7 +18,8 @@ One step with ``loss = LossParts(L_R, L_V)``:
 
 The conflict ratio (share of elements with ``g_R * g_V < 0``, Fig. 2) is
 pushed to mmengine's message hub as ``train/conflict_ratio`` at every update,
-with ``train/grad_ratio_v_r`` (``||g_V|| / ||g_R||``), so the LoggerHook
+with ``train/grad_ratio_v_r`` (``||g_V|| / ||g_R||``) and
+``train/gate_weight`` (the weight the gate gave g_V), so the LoggerHook
 prints their means over each logging interval; the full
 :class:`~odm_mm.gate.GateStats` of the last update is ``last_gate_stats``. A plain tensor
 loss makes the wrapper behave exactly like ``OptimWrapper``.
@@ -45,7 +48,11 @@ class CooperativeOptimWrapper(OptimWrapper):
 
     Args:
         optimizer: The optimizer (built by mmengine).
-        mode: ``'cooperative'`` (Eq. 5) or ``'plain'`` (Eq. 4: L_R + L_V).
+        mode: ``'cooperative'`` (Eq. 5), ``'plain'`` (Eq. 4: L_R + L_V),
+            ``'similarity'`` (published version: ``g_R + (cos + 1) / 2
+            g_M``, one cosine over all parameters) or
+            ``'similarity_tensor'`` (one cosine per parameter tensor); see
+            :mod:`odm_mm.gate`.
         log_key: Message-hub key (prefixed with ``train/``).
         **kwargs: ``OptimWrapper`` arguments (``accumulative_counts``,
             ``clip_grad``).
@@ -78,8 +85,7 @@ class CooperativeOptimWrapper(OptimWrapper):
         reg = self.scale_loss(loss.reg)
         params = self._params()
         if reg.requires_grad:
-            grads = torch.autograd.grad(reg, params, retain_graph=True,
-                                        allow_unused=True)
+            grads = self._reg_grads_of(reg, params, loss.exclude)
             if self._reg_grads is None:
                 self._reg_grads = [g.detach().clone() if g is not None
                                    else None for g in grads]
@@ -93,6 +99,18 @@ class CooperativeOptimWrapper(OptimWrapper):
             self._apply_gate(params)
             self.step(**step_kwargs)
             self.zero_grad(**zero_kwargs)
+
+    @staticmethod
+    def _reg_grads_of(reg: Tensor, params: List[Tensor],
+                      exclude) -> List[Optional[Tensor]]:
+        """The regulariser's gradient per parameter; None for the
+        excluded ones (they learn from L_R alone)."""
+        skip = {id(p) for p in exclude}
+        wanted = [p for p in params if id(p) not in skip]
+        grads = iter(torch.autograd.grad(reg, wanted, retain_graph=True,
+                                         allow_unused=True)
+                     if wanted else ())
+        return [None if id(p) in skip else next(grads) for p in params]
 
     def _apply_gate(self, params: List[Tensor]) -> None:
         reg = self._reg_grads
@@ -111,3 +129,4 @@ class CooperativeOptimWrapper(OptimWrapper):
         hub = MessageHub.get_current_instance()
         hub.update_scalar(f'train/{self.log_key}', stats.conflict_ratio)
         hub.update_scalar('train/grad_ratio_v_r', stats.grad_ratio)
+        hub.update_scalar('train/gate_weight', stats.weight)

@@ -12,6 +12,10 @@ behaviour, so callers never branch on a method name:
   ``integer_form(t)`` (:class:`IntegerForm`: ``t_q = offset + (code - zero)
   * scale``, the clip range, the named float parameters a runtime stores);
 * ``range_values``: how many float values store its range (storage figure);
+* optional learnable weight state: ``init_from_weight(w)`` (calibration),
+  ``reg_free_parameters()`` (learned from the reconstruction loss alone)
+  and ``summary()`` (scalars the recorder logs), e.g. the clipping
+  factor of :mod:`odm_mm.quantizers_wcc`;
 * optional cost hooks for methods with extra state or run-time work (DAQ,
   DDTB): ``param_storage_bits(name)`` (bits per value of each of its
   parameters in a deployed model, 0 = not stored; default 32) and
@@ -26,7 +30,8 @@ behaviour, so callers never branch on a method name:
   ``repair_`` and ``pull_`` (optional periodic re-calibration).
 
 A method is a pair ``(activation class, weight class)`` in
-:data:`QUANTIZERS` (``'odm'``, ``'pams'``); :func:`register_quantizer` adds
+:data:`QUANTIZERS` (``'odm'``, ``'pams'``; ``'odm_wcc'``, ``'daq'``,
+``'ddtb'`` register themselves from their files); :func:`register_quantizer` adds
 one (docs/quantizers.md shows a toy example).
 
 Conventions (documented choices where the paper is silent):
@@ -220,6 +225,22 @@ class Quantizer(nn.Module):
     def integer_form(self, t: Optional[Tensor] = None) -> IntegerForm:
         """The :class:`IntegerForm` (weights: of the tensor ``t``)."""
         raise NotImplementedError
+
+    def init_from_weight(self, w: Tensor) -> None:
+        """Calibrate a weight quantizer's learnable state on its layer's
+        FP32 weight (called once by the calibration, before training).
+        Default: nothing to calibrate."""
+
+    def reg_free_parameters(self) -> List[nn.Parameter]:
+        """Parameters that learn from the reconstruction loss alone: a
+        regulariser's gradient (L_V, L_M) is not applied to them. Default:
+        none."""
+        return []
+
+    def summary(self) -> Dict[str, float]:
+        """Learned scalars worth logging (e.g. a clipping factor);
+        default none."""
+        return {}
 
     def codes(self, t: Tensor) -> Tensor:
         """Integer codes in ``[0, levels - 1]`` (float dtype) of ``t``."""

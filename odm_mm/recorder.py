@@ -55,6 +55,8 @@ class QATRecorderHook(Hook):
         self._train_start: Optional[float] = None
         self.layer_widths_start: Optional[Dict[str, float]] = None
         self.layer_widths_end: Optional[Dict[str, float]] = None
+        self.quantizer_state_start: Optional[Dict[str, Dict]] = None
+        self.quantizer_state_end: Optional[Dict[str, Dict]] = None
 
     @staticmethod
     def _model(runner):
@@ -87,7 +89,7 @@ class QATRecorderHook(Hook):
         gs = getattr(runner.optim_wrapper, 'last_gate_stats', None)
         if gs is not None:
             rec.update(conflict_ratio=gs.conflict_ratio,
-                       grad_ratio=gs.grad_ratio,
+                       grad_ratio=gs.grad_ratio, gate_weight=gs.weight,
                        dominant_frac=gs.dominant / gs.total
                        if gs.total else 0.0)
         if self.bound_interval and \
@@ -112,9 +114,27 @@ class QATRecorderHook(Hook):
     def _record_start_widths(self, runner) -> None:
         """Per-layer widths right after calibration (OffsetHook ran)."""
         self.layer_widths_start = self._widths(runner)
+        self.quantizer_state_start = self._states(runner)
+
+    def _states(self, runner) -> Dict[str, Dict[str, float]]:
+        """The quantizers' learned scalars per layer (``summary()``, e.g.
+        the weight clipping factor), keyed ``'act.<k>'``/``'weight.<k>'``;
+        layers without any are left out."""
+        model = self._model(runner)
+        layers = model.quant_layers() if hasattr(model, 'quant_layers') \
+            else []
+        out = {}
+        for n, m in layers:
+            st = {f'{side}.{k}': v for side, q in
+                  (('act', m.act_quantizer), ('weight', m.weight_quantizer))
+                  for k, v in q.summary().items()}
+            if st:
+                out[n] = st
+        return out
 
     def after_train(self, runner) -> None:  # noqa: D102
         self.layer_widths_end = self._widths(runner)
+        self.quantizer_state_end = self._states(runner)
         self._dump(runner)
 
     def after_test_epoch(self, runner, metrics=None) -> None:
@@ -129,4 +149,6 @@ class QATRecorderHook(Hook):
                        'quant_error_step0':
                        runner.message_hub.get_info('odm_quant_error'),
                        'layer_widths_start': self.layer_widths_start,
-                       'layer_widths_end': self.layer_widths_end}, f)
+                       'layer_widths_end': self.layer_widths_end,
+                       'quantizer_state_start': self.quantizer_state_start,
+                       'quantizer_state_end': self.quantizer_state_end}, f)

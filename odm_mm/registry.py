@@ -8,11 +8,14 @@ from mmagic.registry import MODELS
 
 from .layers import QuantConv
 from .losses import SKTLoss, VarianceRegLoss
+from .mismatch import MismatchRegLoss
 
 MODELS.register_module(name='QuantConv', module=QuantConv, force=True)
 MODELS.register_module(name='VarianceRegLoss', module=VarianceRegLoss,
                        force=True)
 MODELS.register_module(name='SKTLoss', module=SKTLoss, force=True)
+MODELS.register_module(name='MismatchRegLoss', module=MismatchRegLoss,
+                       force=True)
 
 from . import hooks, models, optim  # noqa: F401,E402
 from . import checkpoint  # noqa: F401,E402  (weights_only-safe globals)

@@ -91,6 +91,9 @@ def quantized_edsr(method, bits, seed=0, mid=16, blocks=2, calib=None,
     upsampling_init(gen, body_gain)
     swap_convs(gen, w_bits=bits, a_bits=bits, method=method)
     calibrate(gen, torch.rand(2, 3, 24, 24) if calib is None else calib)
+    for _, m in quant_convs(gen):  # a trained clipping factor ('odm_wcc')
+        for p in m.weight_quantizer.parameters():
+            p.data.fill_(0.7)
     g = torch.Generator().manual_seed(seed + 1)
     for name, shift, scale in (('body.0.conv1', True, True),
                                ('body.0.conv2', True, False),
@@ -155,7 +158,7 @@ class Odd(nn.Module):
         return self.c(torch.relu(self.b(self.a(x))))
 
 
-@pytest.mark.parametrize('method', ['odm', 'pams'])
+@pytest.mark.parametrize('method', ['odm', 'pams', 'odm_wcc'])
 def test_integer_conv_geometry_and_zero_padding(tmp_path, method):
     torch.manual_seed(0)
     fp = Odd()
@@ -179,7 +182,7 @@ def test_integer_conv_geometry_and_zero_padding(tmp_path, method):
     assert torch.equal(y64, yint)  # exact sums: both backends agree
 
 
-@pytest.mark.parametrize('method', ['odm', 'pams'])
+@pytest.mark.parametrize('method', ['odm', 'pams', 'odm_wcc'])
 @pytest.mark.parametrize('bits', [2, 3, 4])
 def test_runtime_matches_fake_quant_edsr(tmp_path, method, bits):
     gen = quantized_edsr(method, bits, body_gain=1.0)

@@ -90,10 +90,23 @@ class _SymmetricForm:
         return float(rng[0] / zero), 0.0
 
 
+class _Eq1SymmetricWeightForm(_Eq1Form):
+    """``'odm_wcc'`` (published ODM): activations as ``'odm'``; weights
+    Eq. 1 over ``[-u, u]`` with the stored half-width ``u`` (the clipping
+    factor is folded into it): ``w_q = -u + code * 2u / (2^b - 1)``."""
+
+    @staticmethod
+    def weight_affine(rng: Tensor, bits: int,
+                      zero: int) -> Tuple[float, float]:
+        u = rng[0]
+        return float((u - (-u)) / (2**bits - 1)), float(-u)
+
+
 #: The integer formulas of each quantization method, written here again on
 #: purpose: the runtime is the independent check of the exporter and of
 #: :mod:`odm_mm.quantizers` (a new method adds its form here).
-FORMS = {'odm': _Eq1Form, 'pams': _SymmetricForm}
+FORMS = {'odm': _Eq1Form, 'pams': _SymmetricForm,
+         'odm_wcc': _Eq1SymmetricWeightForm}
 
 
 def _t(a: np.ndarray, dtype: torch.dtype = torch.float32) -> Tensor:

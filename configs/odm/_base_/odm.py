@@ -67,3 +67,41 @@ odm_paper_train_cfg = dict(
 odm_paper_param_scheduler = dict(
     type='MultiStepLR', by_epoch=False, milestones=[15000, 30000, 45000],
     gamma=0.5)
+
+# ---------------------------------------------------------------------------
+# ODM as published (ECCV 2024, arXiv 2307.13337 v2; configs/odm_eccv24/,
+# docs/odm_eccv2024.md): weight clipping correction (method 'odm_wcc') and
+# the mismatch regulariser L_M with the similarity gate replace L_V, the
+# sign gate and the offsets. A config switches to it with:
+#
+#   model = dict(type='ODMEditModel', quant_cfg=dict(method='odm_wcc', ...),
+#                var_loss=None, mismatch_loss='paper')   # lambda_M 1e-5
+#   optim_wrapper = _base_.odm24_optim_wrapper
+#   custom_hooks = _base_.odm24_custom_hooks
+#
+# Activation bounds and the clipping factors learn at 10x the base lr.
+odm24_range_lr_mult = 10.
+odm24_paramwise_cfg = dict(
+    custom_keys={
+        'act_quantizer': dict(lr_mult=odm24_range_lr_mult),
+        'weight_quantizer': dict(lr_mult=odm24_range_lr_mult),
+    })
+# g_R + (cos(g_R, g_M) + 1) / 2 g_M, one cosine over all parameters
+odm24_optim_wrapper = dict(
+    _delete_=True,
+    type='CooperativeOptimWrapper',
+    mode='similarity',
+    optimizer=dict(type='Adam', lr=1e-4, betas=(0.9, 0.999)),
+    paramwise_cfg=odm24_paramwise_cfg)
+# no regulariser (the clipping-correction-only ablation): no gate
+odm24_plain_optim_wrapper = dict(
+    _delete_=True,
+    type='OptimWrapper',
+    optimizer=dict(type='Adam', lr=1e-4, betas=(0.9, 0.999)),
+    paramwise_cfg=odm24_paramwise_cfg)
+# calibration (percentile bounds, clipping factors) without offsets
+odm24_custom_hooks = [
+    dict(type='BasicVisualizationHook', interval=1),
+    dict(type='OffsetHook', ratio=0.3, num_batches=8, shift=False,
+         scale=False), odm_guard_hook
+]

@@ -89,6 +89,11 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
                    'results before the report')
     p.add_argument('--no-report', action='store_true',
                    help='write results.json only (parallel workers)')
+    p.add_argument('--seed-from', default=None, metavar='REPORT_JSON',
+                   help='first write the runs of a committed report (e.g. '
+                   'docs/benchmarks.json) into the work dir as finished '
+                   'runs, so that new runs join its table without '
+                   'training the old ones again (odm_bench/seed.py)')
     p.add_argument('--threads', type=int, default=None,
                    help='torch CPU threads of this process')
     return p.parse_args(argv)
@@ -108,6 +113,13 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
     from odm_bench.benchmark import Benchmark
     from odm_bench.pipeline import load_json
     from odm_bench.report import console_table, write_report
+    if args.seed_from:
+        from odm_bench.seed import seed_work_dir
+        if not osp.isfile(args.seed_from):
+            raise SystemExit(f'--seed-from: no file {args.seed_from}')
+        done = seed_work_dir(args.seed_from, work_dir)
+        print(f'seeded {len(done)} finished runs from {args.seed_from} '
+              f'into {work_dir}')
     if args.report_only:
         results = load_json(osp.join(work_dir, 'results.json'))
     else:

@@ -18,6 +18,7 @@ stages are skipped when the benchmark is started again.
 """
 from __future__ import annotations
 
+import copy
 import os
 import os.path as osp
 import sys
@@ -28,7 +29,8 @@ from mmengine.logging import print_log
 from mmengine.registry import init_default_scope
 
 from odm_mm.data_root import get_data_root, get_models_root
-from .configs import fp32_config, load_composed, method_features, qat_config
+from .configs import (curve_points, fp32_config, load_composed,
+                      method_features, qat_config, set_test_sets)
 from .data import SKIMAGE_TEST, SKIMAGE_TRAIN, prepare_skimage_sets
 from .pipeline import (as_editor_checkpoint, bicubic_metrics,
                        body_controls, dump_json,
@@ -156,6 +158,30 @@ class Benchmark:
             return {'sample_sr': out}
         return save
 
+    def curve(self, cfg, preset: Preset, run_dir: str, final: Dict,
+              test_root: str) -> Dict[str, Dict]:
+        """The budget curve of a run: its ``eval_at`` checkpoints tested on
+        ``curve_sets`` (``{iteration: metrics}``, the last one from the
+        run's own test). Each point is cached in ``<run>/curve/``."""
+        out: Dict[str, Dict] = {}
+        for it in curve_points(preset):
+            ckpt = osp.join(run_dir, f'iter_{it}.pth')
+            point = osp.join(run_dir, 'curve', f'iter_{it}.json')
+            if not osp.isfile(point) and not osp.isfile(ckpt):
+                raise FileNotFoundError(
+                    f'budget curve: {ckpt} is missing (the run was trained '
+                    'without eval_at checkpoints); delete its result.json '
+                    'to train it again')
+            tcfg = copy.deepcopy(cfg)
+            tcfg.work_dir = osp.join(run_dir, 'curve', f'iter_{it}')
+            set_test_sets(tcfg, list(preset.curve_sets), test_root,
+                          preset.scale)
+            out[str(it)] = test_only(tcfg, ckpt, point)['metrics']
+        out[str(preset.qat_iters)] = {
+            k: v for k, v in final['metrics'].items()
+            if k in preset.curve_sets}
+        return out
+
     # ---------------------------------------------------------------- stages
     def run(self) -> Dict:
         """All stages; returns (and writes) ``results.json``."""
@@ -212,6 +238,9 @@ class Benchmark:
                              self.test_sets(preset, d['test_root']))
             res = run_training(cfg, osp.join(run_dir, 'result.json'),
                                self._after(run_dir, lr_path))
+            if curve_points(preset) and 'curve' not in res:  # (seeded)
+                res = dict(res, curve=self.curve(cfg, preset, run_dir, res,
+                                                 d['test_root']))
             m = METHODS[method]
             runs[name] = dict(res, method=method, label=m.label, bits=bits,
                               tag=tag, ablation=m.ablation,

@@ -20,6 +20,7 @@ refuses ``_base_`` lists whose files define the same keys.
 from __future__ import annotations
 
 import copy
+import math
 import os.path as osp
 from typing import Dict, Optional, Sequence
 
@@ -29,7 +30,7 @@ from .presets import METHODS, Preset
 
 __all__ = ['REPO_ROOT', 'load_composed', 'fp32_config', 'qat_config',
            'method_parts', 'method_features', 'set_test_sets',
-           'set_patch_size']
+           'set_patch_size', 'curve_points']
 
 REPO_ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 
@@ -168,8 +169,11 @@ def method_parts(config: str) -> Dict:
 
     Returns:
         ``quant_method`` (``model.quant_cfg.method``, default ``'odm'``),
-        ``var_loss`` / ``skt_loss`` (``model.*``, ``'paper'`` when the
-        config does not set them), ``optim_wrapper`` and ``offset_hook``
+        ``weight_cfg`` (``model.quant_cfg.weight_cfg``: options of the
+        method's weight quantizer), ``var_loss`` / ``skt_loss``
+        (``model.*``, ``'paper'`` when the config does not set them),
+        ``mismatch_loss`` (``model.mismatch_loss``, None when not set),
+        ``optim_wrapper`` and ``offset_hook``
         (its ``OffsetHook``, or a subclass such as ``DDTBCalibHook``, of
         ``custom_hooks``).
     """
@@ -186,8 +190,11 @@ def method_parts(config: str) -> Dict:
     if len(hooks) != 1:
         raise ValueError(f'{config}: expected one OffsetHook (or subclass) '
                          f'in custom_hooks, found {len(hooks)}')
-    return dict(quant_method=model.get('quant_cfg', {}).get('method', 'odm'),
+    qcfg = model.get('quant_cfg', {})
+    return dict(quant_method=qcfg.get('method', 'odm'),
+                weight_cfg=dict(qcfg.get('weight_cfg', {})),
                 var_loss=model.get('var_loss', 'paper'),
+                mismatch_loss=copy.deepcopy(model.get('mismatch_loss')),
                 skt_loss=model.get('skt_loss', 'paper'),
                 optim_wrapper=copy.deepcopy(cfg.optim_wrapper.to_dict()),
                 offset_hook=hooks[0])
@@ -195,16 +202,36 @@ def method_parts(config: str) -> Dict:
 
 def method_features(config: str) -> Dict[str, bool]:
     """Table 5's columns of a method config: ``var_loss``, ``coop``
-    (Eq. 5 gate), ``offsets`` (Eq. 7/8)."""
+    (a gate: Eq. 5's sign test or the published cosine weight),
+    ``offsets`` (Eq. 7/8), ``mismatch`` (L_M of the published version) and
+    ``wcc`` (weight clipping correction: a learnable weight range)."""
     from mmagic.registry import HOOKS
+    from odm_mm.quantizers import quantizer_classes
     p = method_parts(config)
     ow = p['optim_wrapper']
     var = p['var_loss'] is not None
+    mis = p['mismatch_loss'] is not None
     hook = HOOKS.build(copy.deepcopy(p['offset_hook']))
-    return dict(var_loss=var,
-                coop=var and ow.get('type') == 'CooperativeOptimWrapper'
-                and ow.get('mode', 'cooperative') == 'cooperative',
-                offsets=bool(hook.shift or hook.scale))
+    _, weight_cls = quantizer_classes(p['quant_method'])
+    return dict(var_loss=var, mismatch=mis,
+                coop=(var or mis)
+                and ow.get('type') == 'CooperativeOptimWrapper'
+                and ow.get('mode', 'cooperative') != 'plain',
+                offsets=bool(hook.shift or hook.scale),
+                wcc=bool(getattr(weight_cls, 'learnable_range', False)))
+
+
+def curve_points(preset: Preset) -> list:
+    """The ``eval_at`` iterations below ``qat_iters`` (sorted)."""
+    return sorted({int(i) for i in preset.eval_at
+                   if 0 < int(i) < preset.qat_iters})
+
+
+def _weight_options(method: str) -> set:
+    """Keyword names the weight quantizer of ``method`` accepts."""
+    import inspect
+    from odm_mm.quantizers import quantizer_classes
+    return set(inspect.signature(quantizer_classes(method)[1]).parameters)
 
 
 def _ckpt_interval(iters: int) -> int:
@@ -239,9 +266,25 @@ def qat_config(preset: Preset, method: str, bits: int, work_dir: str,
     _common(cfg, preset, work_dir, name, preset.qat_iters, preset.qat_batch,
             preset.qat_lr, preset.qat_milestones, data_root, train_folder,
             _ckpt_interval(preset.qat_iters))
+    if curve_points(preset):  # keep the checkpoints the curve tests
+        cfg.default_hooks.checkpoint.update(
+            interval=math.gcd(*curve_points(preset), preset.qat_iters),
+            max_keep_ckpts=-1)
     model = cfg.model
     model.quant_cfg.update(w_bits=bits, a_bits=bits,
                            method=parts['quant_method'])
+    weight_cfg = dict(parts['weight_cfg'])
+    if preset.wcc_gamma_init is not None and \
+            'gamma_init' in _weight_options(parts['quant_method']):
+        weight_cfg['gamma_init'] = preset.wcc_gamma_init
+    model.quant_cfg.pop('weight_cfg', None)
+    if weight_cfg:
+        model.quant_cfg.weight_cfg = weight_cfg
+    mis = parts['mismatch_loss']
+    if mis == 'paper':  # the preset's lambda_M replaces the paper's
+        mis = dict(type='MismatchRegLoss')
+    model.mismatch_loss = dict(mis, loss_weight=preset.lambda_m) \
+        if mis is not None else None
     model.fp32_checkpoint = fp32_checkpoint
     model.skt_loss = parts['skt_loss']
     model.var_loss = dict(type='VarianceRegLoss',

@@ -17,7 +17,8 @@ __all__ = ['plot_psnr_vs_bits', 'plot_conflict_ratio', 'plot_side_by_side',
 
 _COLORS = {'pams': 'tab:red', 'odm_q': 'tab:orange', 'var_plain': 'tab:gray',
            'var_coop': 'tab:purple', 'offsets': 'tab:green',
-           'odm': 'tab:blue'}
+           'odm': 'tab:blue', 'daq': 'tab:brown', 'ddtb': 'tab:pink',
+           'wcc': 'tab:olive', 'odm24': 'tab:cyan'}
 
 
 def _plt():

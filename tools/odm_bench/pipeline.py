@@ -112,7 +112,7 @@ def _diagnostics(log: Dict, recs: List[Dict]) -> Dict:
     """
     out: Dict = {}
     n = max(len(recs) // 10, 1)
-    for key in ('grad_ratio', 'dominant_frac'):
+    for key in ('grad_ratio', 'dominant_frac', 'gate_weight'):
         v = [r[key] for r in recs if key in r and math.isfinite(r[key])]
         if v:
             out[f'{key}_mean'] = _mean(v)
@@ -125,6 +125,9 @@ def _diagnostics(log: Dict, recs: List[Dict]) -> Dict:
         w = log.get(key)
         if w:
             out[name] = _mean(list(w.values()))
+    for key in ('quantizer_state_start', 'quantizer_state_end'):
+        if log.get(key):
+            out[key] = log[key]
     err = log.get('quant_error_step0')
     if err:
         out['quant_error_step0'] = dict(

@@ -8,7 +8,14 @@ one at a time; x4: bird, butterfly, head, woman):
 * ``nsr_act``: mean activation quantization noise-to-signal (MSE /
   variance, as :func:`odm_mm.calibration.quantization_error`);
 * ``range_width``: mean width of the learned activation ranges;
-* ``clip_frac``: mean share of activation elements outside the range.
+* ``clip_frac``: mean share of activation elements outside the range;
+* ``nsr_weight``: mean weight quantization noise-to-signal
+  (``MSE(Q(W), W) / var(W)``) of the trained weights.
+
+Each run's measures are cached in ``<run>/posthoc.json`` (the FP32 ones in
+``<work_dir>/posthoc_fp32.json``); runs without a checkpoint (seeded from a
+committed report, :mod:`odm_bench.seed`) keep the cached ones or are
+skipped.
 
 The FP32 teacher's ``sum_sigma`` is measured too (a run's model with the
 FP32 weights loaded and quantization switched off). This tells whether L_V made the
@@ -28,6 +35,7 @@ from mmengine.config import Config
 from odm_mm.calibration import QuantErrorObserver, observe
 from odm_mm.layers import QuantConv
 
+from .jsonio import dump_json, load_json
 from .pipeline import read_rgb
 
 __all__ = ['posthoc_diagnostics']
@@ -79,6 +87,15 @@ def _width(conv: QuantConv) -> float:
 
 
 @torch.no_grad()
+def _weight_nsr(conv: QuantConv) -> float:
+    """``MSE(Q(W), W) / var(W)`` of the layer's weight."""
+    w = conv.weight.detach().double()
+    err = (conv.weight_quantizer(conv.weight.detach()).double() - w)
+    var = float(w.var(unbiased=False))
+    return float(err.pow(2).mean()) / var if var > 0 else 0.0
+
+
+@torch.no_grad()
 def _measure(model, inputs, quantized: bool = True) -> Dict[str, float]:
     gen = model.generator
     gen.eval()
@@ -92,6 +109,7 @@ def _measure(model, inputs, quantized: bool = True) -> Dict[str, float]:
     if quantized:
         out.update(
             nsr_act=float(np.mean([p.relative() for p in probes.values()])),
+            nsr_weight=float(np.mean([_weight_nsr(m) for _, m in convs])),
             range_width=float(np.mean([_width(m) for _, m in convs])),
             clip_frac=None if any(p.clip is None for p in probes.values())
             else float(np.mean([p.clip / p.n for p in probes.values()])))
@@ -112,6 +130,12 @@ def posthoc_diagnostics(work_dir: str, data_root: str, scale: int = 4,
         if not osp.isfile(osp.join(run_dir, 'result.json')) or \
                 f'_w{bits}a{bits}' not in osp.basename(run_dir):
             continue
+        cached = osp.join(run_dir, 'posthoc.json')
+        if osp.isfile(cached):  # measured before (or seeded, seed.py)
+            out[osp.basename(run_dir)] = load_json(cached)
+            continue
+        if not osp.isfile(osp.join(run_dir, 'last_checkpoint')):
+            continue  # a seeded run without its checkpoint
         cfg = Config.fromfile(osp.join(run_dir, 'config.py'),
                               import_custom_modules=False)
         with DefaultScope.overwrite_default_scope('mmagic'):
@@ -122,11 +146,16 @@ def posthoc_diagnostics(work_dir: str, data_root: str, scale: int = 4,
         for _, m in model.quant_layers():
             m.sync_offset_flags()
         out[osp.basename(run_dir)] = _measure(model, inputs)
-    if cfg is not None:
+        dump_json(cached, out[osp.basename(run_dir)])
+    fp32_cached = osp.join(work_dir, 'posthoc_fp32.json')
+    if osp.isfile(fp32_cached):
+        out['fp32'] = load_json(fp32_cached)
+    elif cfg is not None:
         with DefaultScope.overwrite_default_scope('mmagic'):
             model = MODELS.build(cfg.model)
         model.init_weights()  # the FP32 checkpoint
         for _, m in model.quant_layers():
             m.disable_quant()
         out['fp32'] = _measure(model, inputs, quantized=False)
+        dump_json(fp32_cached, out['fp32'])
     return out

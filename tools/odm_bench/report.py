@@ -13,6 +13,8 @@ import os.path as osp
 from typing import Dict, List, Optional, Sequence
 
 from .figures import plot_conflict_ratio, plot_psnr_vs_bits, plot_side_by_side
+from .published import (budget_table, plot_budget_curve,
+                        published_diagnostics, table5_published)
 from .sweep_figures import plot_lambda_sweep, plot_layer_error
 from .configs import method_features
 from .presets import ABLATION, METHODS
@@ -62,7 +64,8 @@ def table1(results: Dict) -> str:
         row('FP32 without its body (control)', 32, dict(metrics=nobody))
     runs = results['runs']
     for bits in sorted({r['bits'] for r in runs.values()}, reverse=True):
-        for key in ('pams', 'daq', 'daq_clip', 'ddtb', 'odm_q', 'odm'):
+        for key in ('pams', 'daq', 'daq_clip', 'ddtb', 'odm_q', 'odm',
+                    'wcc', 'odm24'):
             e = runs.get(f'{key}_w{bits}a{bits}')
             if e is not None:
                 row(e['label'], bits, e)
@@ -232,7 +235,8 @@ def posthoc_table(results: Dict) -> str:
     for name, d in post.items():
         e = results['runs'].get(name, {})
         s5 = e.get('metrics', {}).get('Set5', {}).get('psnr') \
-            if name != 'fp32' else results['fp32']['metrics']['Set5']['psnr']
+            if name != 'fp32' else results['fp32']['metrics'].get(
+                'Set5', {}).get('psnr')
         lines.append(f'| {name} | {_f(s5, ".2f")} | {_f(d.get("sum_sigma"))}'
                      f' | {_f(d.get("nsr_act"), ".4f")} | '
                      f'{_f(d.get("range_width"))} | '
@@ -340,6 +344,8 @@ def write_report(results: Dict, docs_dir: str,
             results, osp.join(figures_dir, 'lambda_sweep.png')),
         'layer_error': plot_layer_error(
             results, osp.join(figures_dir, 'layer_error_step0.png')),
+        'budget_curve': plot_budget_curve(
+            results, osp.join(figures_dir, 'budget_curve.png')),
     }
     figs = {k: v for k, v in figs.items() if v}
     m = results['machine']
@@ -380,7 +386,26 @@ def write_report(results: Dict, docs_dir: str,
           '', 'Y-channel PSNR (dB) / SSIM, border = scale; storage and '
           'BitOPs for a 1920 x 1080 output.', '', table1(results), '',
           '## Ablation at W2A2 (shape of the paper\'s Table 5)', '',
-          table5(results), '', '## Training step time and conflict ratio',
+          table5(results), '']
+    t5v2 = table5_published(results)
+    if t5v2:
+        md += ['## Ablation of the published version (ECCV 2024) at W2A2',
+               '', 'Shape of the published Table 5: WCC = weight clipping '
+               'correction (method `odm_wcc`), MR = mismatch regulariser '
+               'L_M, Coop. = its similarity gate; storage/BitOPs vs PAMS.',
+               '', t5v2, '']
+    curve = budget_table(results)
+    if curve:
+        md += ['## Budget curve (one run each, tested at several '
+               'iterations)', '',
+               'Each run trains its full length with the preset\'s schedule '
+               'scaled to that length (lr halved at '
+               f'{", ".join(str(int(f * 100)) + "%" for f in p["qat_milestones"])}'
+               ' of it) and its intermediate checkpoints are tested '
+               '(`eval_at`); a point before the end is therefore not the run '
+               'of that budget, whose lr would have been halved earlier.',
+               '', curve, '']
+    md += ['## Training step time and conflict ratio',
           '', speed_table(results), '', '## Targets', '',
           targets_md(checks) or '(no target applies to this preset)', '']
     sweep = sweep_table(results)
@@ -390,6 +415,11 @@ def write_report(results: Dict, docs_dir: str,
     md += ['## Diagnostics', '', diagnostics_table.__doc__.split(
         '\n\n', 1)[1].replace('\n    ', ' ').strip(), '',
         diagnostics_table(results), '']
+    pdiag = published_diagnostics(results)
+    if pdiag:
+        md += ['### Clipping factors, mismatch gradient, noise-to-signal', '',
+               published_diagnostics.__doc__.split(':', 1)[1].replace(
+                   '\n    ', ' ').strip(), '', pdiag, '']
     post = posthoc_table(results)
     if post:
         md += ['## After training (W2A2, on the Set5 LR images)', '',

@@ -25,6 +25,16 @@ TARGETS = [
     ('T4', 'ODM step time <= 1.5 x PAMS (W2A2; judged on CPU time when '
      'recorded)', 'ratio', 'odm_w2a2',
      'pams_w2a2', 1.5),
+    # ODM's published version (ECCV 2024)
+    ('T5', 'published ODM W2A2 >= DAQ W2A2 (static beats dynamic)', 'gain',
+     'odm24_w2a2', 'daq_w2a2', 0.0),
+    ('T6', 'weight clipping correction alone W2A2 >= ODM quantizer alone '
+     'W2A2 + 0.2 dB', 'gain', 'wcc_w2a2', 'odm_q_w2a2', 0.2),
+    ('T3*', 'best ODM recipe W4A4 (seed, quantizer alone, WCC or published) '
+     'within 0.05 dB of FP32', 'gap',
+     ['odm_w4a4', 'odm_q_w4a4', 'wcc_w4a4', 'odm24_w4a4'], 'fp32', 0.05),
+    ('T4*', 'published ODM step time <= 1.5 x PAMS (W2A2; CPU time when '
+     'recorded)', 'ratio', 'odm24_w2a2', 'pams_w2a2', 1.5),
 ]
 
 

@@ -285,6 +285,8 @@ def qat_config(preset: Preset, method: str, bits: int, work_dir: str,
         mis = dict(type='MismatchRegLoss')
     model.mismatch_loss = dict(mis, loss_weight=preset.lambda_m) \
         if mis is not None else None
+    if mis is not None and preset.mismatch_target is not None:
+        model.mismatch_loss['target'] = preset.mismatch_target
     model.fp32_checkpoint = fp32_checkpoint
     model.skt_loss = parts['skt_loss']
     model.var_loss = dict(type='VarianceRegLoss',
@@ -296,6 +298,9 @@ def qat_config(preset: Preset, method: str, bits: int, work_dir: str,
     new_ow = ConfigDict(parts['optim_wrapper'])
     new_ow.pop('_delete_', None)
     new_ow.optimizer = dict(new_ow.optimizer, lr=preset.qat_lr)
+    if preset.gate_mode is not None and \
+            new_ow.get('type') == 'CooperativeOptimWrapper':
+        new_ow.mode = preset.gate_mode
     if preset.range_lr_mult is not None:
         keys = new_ow.get('paramwise_cfg', {}).get('custom_keys', {})
         new_ow.paramwise_cfg = dict(custom_keys={

@@ -156,6 +156,10 @@ class Preset:
         curve_sets: Test sets of the ``eval_at`` checkpoints.
         wcc_gamma_init: If set, ``quant_cfg.gamma_init`` of methods with
             weight clipping correction (``'one'`` or ``'mse'``).
+        mismatch_target: If set, ``MismatchRegLoss.target`` (``'ste'``,
+            ``'detach'``) of methods with L_M.
+        gate_mode: If set, the ``CooperativeOptimWrapper.mode`` of methods
+            that use it (e.g. ``'similarity_tensor'``).
     """
     name: str
     description: str
@@ -200,6 +204,8 @@ class Preset:
     skt_feature: Optional[Tuple[str, str]] = None
     lambda_m: float = 1e-5
     wcc_gamma_init: Optional[str] = None
+    mismatch_target: Optional[str] = None
+    gate_mode: Optional[str] = None
     eval_at: Tuple[int, ...] = ()
     curve_sets: Tuple[str, ...] = ('Set5', 'Set14')
 
@@ -264,6 +270,9 @@ _EDSR_SWEEP: List[Tuple[str, int, str, dict]] = [
     ('odm24', 2, 'rlr100', dict(_S, range_lr_mult=100.0)),
     ('wcc', 2, 's150', dict(_S)),
     ('wcc', 2, 'gmse', dict(_S, wcc_gamma_init='mse')),
+    ('odm24', 2, 'tensorcos', dict(_S, gate_mode='similarity_tensor')),
+    ('odm24', 2, 'mdetach', dict(_S, mismatch_target='detach')),
+    ('odm24', 2, 'lm1e-4', dict(_S, lambda_m=1e-4)),
 ]
 
 PRESETS: Dict[str, Preset] = {

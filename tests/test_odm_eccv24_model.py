@@ -140,7 +140,7 @@ PUBLISHED_CONFIGS = sorted(
 
 
 def test_published_configs_are_the_published_recipe():
-    assert len(PUBLISHED_CONFIGS) == 13
+    assert len(PUBLISHED_CONFIGS) == 17
     for path in PUBLISHED_CONFIGS:
         cfg = Config.fromfile(str(REPO / path))
         m = cfg.model

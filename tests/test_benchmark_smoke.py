@@ -117,8 +117,11 @@ def test_target_checks_pass_and_fail():
     ok = {c['id']: c['passed'] for c in check_targets(_fake(dict(
         fp32=30.0, pams_w2a2=28.0, odm_q_w2a2=28.9, odm_w2a2=29.2,
         odm_w4a4=29.96)))}
-    assert ok == {'T1': True, 'T2': True, 'T3': True, 'T4': False}
+    # T3* (best ODM recipe at W4A4) sees odm_w4a4 as its only candidate
+    assert ok == {'T1': True, 'T2': True, 'T3': True, 'T4': False,
+                  'T3*': True}
     ok = {c['id']: c['passed'] for c in check_targets(_fake(dict(
         fp32=30.0, pams_w2a2=28.5, odm_q_w2a2=29.1, odm_w2a2=29.2,
         odm_w4a4=29.9)))}
-    assert ok == {'T1': False, 'T2': False, 'T3': False, 'T4': False}
+    assert ok == {'T1': False, 'T2': False, 'T3': False, 'T4': False,
+                  'T3*': False}

@@ -265,14 +265,18 @@ _EDSR_SWEEP: List[Tuple[str, int, str, dict]] = [
                          optional_test_sets=()))
     for m in ('pams', 'daq', 'odm_q', 'odm24')
 ] + [
-    # the published recipe's readings the text leaves open (150 it)
-    ('odm24', 2, 's150', dict(_S)),  # control
+    # what separates the published rows from the quantizer alone (150 it,
+    # against odm_q_w2a2_s150): the weight quantizer and its init at the
+    # quantizer alone's range lr (100x), the full recipe at 100x, and the
+    # readings the text leaves open (cosine per tensor, L_M target detach)
+    ('wcc', 2, 'rlr100', dict(_S, range_lr_mult=100.0)),
+    ('wcc', 2, 'gmse_rlr100', dict(_S, wcc_gamma_init='mse',
+                                   range_lr_mult=100.0)),
     ('odm24', 2, 'rlr100', dict(_S, range_lr_mult=100.0)),
-    ('wcc', 2, 's150', dict(_S)),
-    ('wcc', 2, 'gmse', dict(_S, wcc_gamma_init='mse')),
-    ('odm24', 2, 'tensorcos', dict(_S, gate_mode='similarity_tensor')),
-    ('odm24', 2, 'mdetach', dict(_S, mismatch_target='detach')),
-    ('odm24', 2, 'lm1e-4', dict(_S, lambda_m=1e-4)),
+    ('odm24', 2, 'tensorcos_rlr100', dict(_S, gate_mode='similarity_tensor',
+                                          range_lr_mult=100.0)),
+    ('odm24', 2, 'mdetach_rlr100', dict(_S, mismatch_target='detach',
+                                        range_lr_mult=100.0)),
 ]
 
 PRESETS: Dict[str, Preset] = {

@@ -40,6 +40,7 @@ Documented choices:
 """
 from __future__ import annotations
 
+import inspect
 from typing import Any, Optional
 
 import torch
@@ -137,8 +138,17 @@ class QuantConv(nn.Conv2d):
         self.method = method
         self.offset_bits, self.std_mode = offset_bits, std_mode
         self.act_quantizer = act_cls(a_bits, in_channels=in_channels)
+        weight_cfg = dict(weight_cfg or {})
+        allowed = set(inspect.signature(weight_cls).parameters) - {
+            'bits', 'percentile_j'}
+        unknown = sorted(set(weight_cfg) - allowed)
+        if unknown:
+            raise ValueError(
+                f'weight_cfg {unknown} is not an option of the weight '
+                f'quantizer of method {method!r} ({weight_cls.__name__}); it '
+                f'takes {sorted(allowed) or "no options"}')
         self.weight_quantizer = weight_cls(w_bits, percentile_j=percentile_j,
-                                           **dict(weight_cfg or {}))
+                                           **weight_cfg)
         factory = dict(device=device, dtype=dtype)
         self.shift = nn.Parameter(torch.zeros(in_channels, **factory))
         self.scale = nn.Parameter(torch.ones(in_channels, **factory))

@@ -132,8 +132,10 @@ def test_odm_wcc_method_in_quantconv():
                      method='odm_wcc', weight_cfg=dict(gamma_init='mse'))
     assert conv.weight_quantizer.gamma_init == 'mse'
     assert 'weight_quantizer.gamma' in dict(conv.named_parameters())
-    with pytest.raises(TypeError):
+    with pytest.raises(ValueError, match="'odm'.*no options"):
         QuantConv(4, 4, 3, method='odm', weight_cfg=dict(gamma_init='mse'))
+    with pytest.raises(ValueError, match=r"\['gama'\].*gamma_init"):
+        QuantConv(4, 4, 3, method='odm_wcc', weight_cfg=dict(gama=1))
 
 
 # ------------------------------------------------------------ mismatch

@@ -152,7 +152,9 @@ def sweep_table(results: Dict) -> str:
     quantizer alone at that budget (``odm_q_..._s<iters>``)."""
     runs = results['runs']
     sets = _sets(results)
-    tagged = [(n, e) for n, e in runs.items() if e.get('tag')]
+    # (budget-curve runs have their own table)
+    tagged = [(n, e) for n, e in runs.items()
+              if e.get('tag') and not e.get('curve')]
     if not tagged:
         return ''
     lines = ['| Run | Changed | ' + ' | '.join(

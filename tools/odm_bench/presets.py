@@ -263,7 +263,12 @@ _EDSR_SWEEP: List[Tuple[str, int, str, dict]] = [
     (m, 2, 'b1200', dict(qat_iters=1200, eval_at=(150, 300, 600),
                          test_sets=('Set5', 'Set14'),
                          optional_test_sets=()))
-    for m in ('pams', 'daq', 'odm_q', 'odm24')
+    for m in ('pams', 'daq', 'odm_q', 'odm', 'odm24')
+] + [
+    ('odm24', 2, 'b1200rlr100', dict(qat_iters=1200, eval_at=(150, 300, 600),
+                                     test_sets=('Set5', 'Set14'),
+                                     optional_test_sets=(),
+                                     range_lr_mult=100.0)),
 ] + [
     # what separates the published rows from the quantizer alone (150 it,
     # against odm_q_w2a2_s150): the weight quantizer and its init at the

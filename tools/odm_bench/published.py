@@ -152,6 +152,7 @@ def plot_budget_curve(results: Dict, path: str) -> Optional[str]:
         ax.axhline(results['fp32']['metrics'][s]['psnr'], color='k', ls='--',
                    lw=1, label='FP32')
         ax.set_xscale('log')
+        ax.minorticks_off()
         ax.set_xticks(sorted({int(i) for e in runs.values()
                               for i in e['curve']}))
         ax.get_xaxis().set_major_formatter(
@@ -160,7 +161,7 @@ def plot_budget_curve(results: Dict, path: str) -> Optional[str]:
         ax.set_xlabel('QAT iterations (one run each)')
         ax.grid(alpha=0.3)
     axes[0][0].set_ylabel('Y-PSNR (dB)')
-    axes[0][-1].legend(fontsize=7, loc='lower right')
+    axes[0][-1].legend(fontsize=7, loc='center right')
     fig.tight_layout()
     os.makedirs(osp.dirname(path), exist_ok=True)
     fig.savefig(path, dpi=110)

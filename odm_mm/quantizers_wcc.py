@@ -141,8 +141,7 @@ class WCCWeightQuantizer(Quantizer):
     def integer_form(self, t: Optional[Tensor] = None) -> IntegerForm:
         """Eq. 1 over ``[-u, u]``; a deployed model stores ``u``."""
         lo, hi = self._range(t)
-        form = eq1_integer_form(lo, hi, self.bits, dict(half_width=hi))
-        return form
+        return eq1_integer_form(lo, hi, self.bits, dict(half_width=hi))
 
     def codes(self, t: Tensor) -> Tensor:  # noqa: D102
         t = t.detach()

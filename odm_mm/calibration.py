@@ -51,7 +51,8 @@ from .quantizers import percentile_range
 __all__ = ['LayerStats', 'FeatureObserver', 'observe', 'calibrate',
            'select_top_p', 'select_offsets', 'apply_calibration',
            'init_offsets_from_stats', 'calibrate_model',
-           'quantization_error', 'QuantErrorObserver', 'offset_table',
+           'quantization_error', 'weight_noise_to_signal',
+           'QuantErrorObserver', 'offset_table',
            'OFFSET_INITS', 'OFFSET_POLICIES']
 
 OFFSET_INITS = ('identity', 'stats')
@@ -407,14 +408,20 @@ def quantization_error(model: nn.Module, batches: Iterable,
                 forward(model, batch)
     finally:
         model.train(was_training)
-    out = {}
-    for name, m in convs:
-        w = m.weight.detach()
-        w_err = (m.weight_quantizer(w) - w).double().pow(2).mean()
-        w_var = w.double().var(unbiased=False)
-        out[name] = dict(act=observers[name].relative(),
-                         weight=float(w_err / w_var) if w_var > 0 else 0.0)
-    return out
+    return {name: dict(act=observers[name].relative(),
+                       weight=weight_noise_to_signal(m.weight_quantizer,
+                                                     m.weight))
+            for name, m in convs}
+
+
+@torch.no_grad()
+def weight_noise_to_signal(quantizer: nn.Module, w: Tensor) -> float:
+    """``MSE(Q(W), W) / var(W)`` of a weight under its quantizer (0 for a
+    constant weight)."""
+    w = w.detach()
+    w_err = (quantizer(w) - w).double().pow(2).mean()
+    w_var = w.double().var(unbiased=False)
+    return float(w_err / w_var) if w_var > 0 else 0.0
 
 
 def offset_table(stats: Dict[str, LayerStats]) -> str:

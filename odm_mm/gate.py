@@ -149,23 +149,22 @@ def merge_gradients(params: Sequence[Tensor],
     flat_r = torch.cat([p.grad.reshape(-1) for p, _ in pairs])
     flat_v = torch.cat([g_v.reshape(-1) for _, g_v in pairs])
     sizes = [g_v.numel() for _, g_v in pairs]
-    if mode == 'similarity_tensor':
-        weights = torch.stack([
-            similarity(p.grad, g_v) for p, g_v in pairs]).double()
-        merged = flat_r + torch.repeat_interleave(
-            weights.to(flat_v.dtype), torch.tensor(sizes,
-                                                   device=flat_v.device)
-        ) * flat_v
+    if mode in ('similarity', 'similarity_tensor'):
+        if mode == 'similarity':  # one weight, computed once
+            scale = similarity(flat_r, flat_v)
+            weight = scale.double()
+        else:  # one weight per tensor, repeated over its elements
+            weights = torch.stack([similarity(p.grad, g_v)
+                                   for p, g_v in pairs]).double()
+            n = torch.tensor(sizes, device=flat_v.device)
+            scale = torch.repeat_interleave(weights.to(flat_v.dtype), n)
+            weight = (weights * n.double()).sum() / sum(sizes)
+        merged = flat_r + scale * flat_v
         agree = (flat_r * flat_v) >= 0
         conflicts = agree.numel() - agree.sum()
-        weight = (weights * torch.tensor(sizes, dtype=torch.float64,
-                                         device=weights.device)
-                  ).sum() / sum(sizes)
     else:
         merged, conflicts = gate(flat_r, flat_v, mode)
-        weight = similarity(flat_r, flat_v).double() \
-            if mode == 'similarity' else \
-            torch.ones((), dtype=torch.float64, device=flat_v.device) \
+        weight = torch.ones((), dtype=torch.float64, device=flat_v.device) \
             if mode == 'plain' else \
             1 - conflicts.double() / max(flat_v.numel(), 1)
     # one host read; float64 keeps the counts exact up to 2**53

@@ -40,14 +40,14 @@ Documented choices:
 """
 from __future__ import annotations
 
-import inspect
 from typing import Any, Optional
 
 import torch
 from torch import Tensor, nn
 
 from .mismatch import mismatch
-from .quantizers import check_bits, fake_quant, quantizer_classes
+from .quantizers import (check_bits, fake_quant, quantizer_classes,
+                         weight_options)
 
 __all__ = ['QuantConv', 'quantize_offset', 'feature_std']
 
@@ -139,14 +139,13 @@ class QuantConv(nn.Conv2d):
         self.offset_bits, self.std_mode = offset_bits, std_mode
         self.act_quantizer = act_cls(a_bits, in_channels=in_channels)
         weight_cfg = dict(weight_cfg or {})
-        allowed = set(inspect.signature(weight_cls).parameters) - {
-            'bits', 'percentile_j'}
-        unknown = sorted(set(weight_cfg) - allowed)
+        allowed = weight_options(method)
+        unknown = sorted(set(weight_cfg) - set(allowed))
         if unknown:
             raise ValueError(
                 f'weight_cfg {unknown} is not an option of the weight '
                 f'quantizer of method {method!r} ({weight_cls.__name__}); it '
-                f'takes {sorted(allowed) or "no options"}')
+                f'takes {allowed or "no options"}')
         self.weight_quantizer = weight_cls(w_bits, percentile_j=percentile_j,
                                            **weight_cfg)
         factory = dict(device=device, dtype=dtype)

@@ -21,8 +21,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-__all__ = ['variance_regularization', 'attention_map', 'skt_loss',
-           'VarianceRegLoss', 'SKTLoss', 'PAPER_SKT_WEIGHT_01',
+__all__ = ['variance_regularization', 'weighted_layer_sum', 'attention_map',
+           'skt_loss', 'VarianceRegLoss', 'SKTLoss', 'PAPER_SKT_WEIGHT_01',
            'PAPER_LAMBDA_V']
 
 #: lambda of Eq. 9 (1000 at [0, 255]) expressed at mmagic's [0, 1] scale.
@@ -40,11 +40,20 @@ def variance_regularization(stds: Sequence[Tensor],
             :func:`odm_mm.layers.feature_std`).
         weight: lambda_V.
     """
-    if len(stds) == 0:
-        raise ValueError('variance_regularization: no feature std recorded; '
-                         'are there quantized layers with record_std=True '
-                         'and is the model in training mode?')
-    return weight * torch.stack([s.reshape(()) for s in stds]).sum()
+    return weighted_layer_sum(
+        stds, weight, 'variance_regularization: no feature std recorded; '
+        'are there quantized layers with record_std=True and is the model '
+        'in training mode?')
+
+
+def weighted_layer_sum(terms: Sequence[Tensor], weight: float,
+                       empty_message: str) -> Tensor:
+    """``weight * sum_i terms_i`` of per-layer scalars (a regulariser's
+    sum over the quantized layers); ValueError(``empty_message``) when no
+    layer recorded one."""
+    if len(terms) == 0:
+        raise ValueError(empty_message)
+    return weight * torch.stack([t.reshape(()) for t in terms]).sum()
 
 
 def attention_map(feat: Tensor) -> Tensor:

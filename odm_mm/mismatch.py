@@ -46,6 +46,8 @@ from typing import Sequence
 import torch
 from torch import Tensor, nn
 
+from .losses import weighted_layer_sum
+
 __all__ = ['TARGETS', 'mismatch', 'mismatch_regularization',
            'MismatchRegLoss', 'PAPER_LAMBDA_M']
 
@@ -94,11 +96,10 @@ def mismatch(x: Tensor, x_q: Tensor, quantizer: nn.Module,
 def mismatch_regularization(terms: Sequence[Tensor],
                             weight: float = 1.0) -> Tensor:
     """``weight * sum_i M(X_i)`` of the recorded per-layer terms."""
-    if len(terms) == 0:
-        raise ValueError('mismatch_regularization: no mismatch recorded; '
-                         'are there quantized layers with a mismatch_target '
-                         'and is the model in training mode?')
-    return weight * torch.stack([t.reshape(()) for t in terms]).sum()
+    return weighted_layer_sum(
+        terms, weight, 'mismatch_regularization: no mismatch recorded; are '
+        'there quantized layers with a mismatch_target and is the model in '
+        'training mode?')
 
 
 class MismatchRegLoss(nn.Module):

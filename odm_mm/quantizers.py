@@ -61,6 +61,7 @@ __all__ = [
     'IntegerForm', 'Quantizer', 'ActQuantizerBase', 'ActQuantizer',
     'WeightQuantizer', 'PAMSActQuantizer', 'PAMSWeightQuantizer',
     'check_bits', 'QUANTIZERS', 'register_quantizer', 'quantizer_classes',
+    'weight_options',
     'eq1_integer_form', 'eq1_codes', 'eq1_dequantize'
 ]
 
@@ -592,6 +593,14 @@ def register_quantizer(name: str, act_cls: Type[ActQuantizerBase],
         raise TypeError(f'{name}: the weight quantizer must subclass '
                         'Quantizer')
     QUANTIZERS[name] = (act_cls, weight_cls)
+
+
+def weight_options(name: str) -> List[str]:
+    """The options (``weight_cfg`` keys) the weight quantizer of method
+    ``name`` takes besides ``bits`` and ``percentile_j``."""
+    import inspect
+    params = inspect.signature(quantizer_classes(name)[1]).parameters
+    return sorted(set(params) - {'bits', 'percentile_j'})
 
 
 def quantizer_classes(name: str

@@ -27,32 +27,27 @@ import torch
 
 sys.path.insert(0, osp.abspath(osp.join(osp.dirname(__file__), '..', '..')))
 
+from odm_mm.calibration import weight_noise_to_signal  # noqa: E402
 from odm_mm.quantizers import WeightQuantizer  # noqa: E402
 from odm_mm.quantizers_wcc import WCCWeightQuantizer  # noqa: E402
-
-
-def _nsr(q, w: torch.Tensor) -> float:
-    with torch.no_grad():
-        return float((q(w) - w).double().pow(2).mean() /
-                     w.double().var(unbiased=False))
 
 
 def weight_table(weights: Sequence[torch.Tensor], bits: int,
                  gammas: Sequence[float] = (1.0, 0.95)) -> Dict[str, float]:
     """Mean NSR per weight range (module docstring) and the MSE factors."""
-    out = {'seed': statistics.fmean(_nsr(WeightQuantizer(bits), w)
+    out = {'seed': statistics.fmean(weight_noise_to_signal(WeightQuantizer(bits), w)
                                     for w in weights)}
     for g in gammas:
         q = WCCWeightQuantizer(bits)
         q.gamma.data.fill_(g)
-        out[f'wcc gamma={g:g}'] = statistics.fmean(_nsr(q, w)
+        out[f'wcc gamma={g:g}'] = statistics.fmean(weight_noise_to_signal(q, w)
                                                    for w in weights)
     nsr, fac = [], []
     for w in weights:
         q = WCCWeightQuantizer(bits, gamma_init='mse')
         q.init_from_weight(w)
         fac.append(float(q.gamma.detach()))
-        nsr.append(_nsr(q, w))
+        nsr.append(weight_noise_to_signal(q, w))
     out['wcc gamma=mse'] = statistics.fmean(nsr)
     out['mse gamma min'], out['mse gamma mean'], out['mse gamma max'] = (
         min(fac), statistics.fmean(fac), max(fac))

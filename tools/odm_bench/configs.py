@@ -26,6 +26,8 @@ from typing import Dict, Optional, Sequence
 
 from mmengine.config import Config, ConfigDict
 
+from odm_mm.quantizers import weight_options
+
 from .presets import METHODS, Preset
 
 __all__ = ['REPO_ROOT', 'load_composed', 'fp32_config', 'qat_config',
@@ -227,13 +229,6 @@ def curve_points(preset: Preset) -> list:
                    if 0 < int(i) < preset.qat_iters})
 
 
-def _weight_options(method: str) -> set:
-    """Keyword names the weight quantizer of ``method`` accepts."""
-    import inspect
-    from odm_mm.quantizers import quantizer_classes
-    return set(inspect.signature(quantizer_classes(method)[1]).parameters)
-
-
 def _ckpt_interval(iters: int) -> int:
     return max(1, min(iters, max(iters // 5, 100)))
 
@@ -275,7 +270,7 @@ def qat_config(preset: Preset, method: str, bits: int, work_dir: str,
                            method=parts['quant_method'])
     weight_cfg = dict(parts['weight_cfg'])
     if preset.wcc_gamma_init is not None and \
-            'gamma_init' in _weight_options(parts['quant_method']):
+            'gamma_init' in weight_options(parts['quant_method']):
         weight_cfg['gamma_init'] = preset.wcc_gamma_init
     model.quant_cfg.pop('weight_cfg', None)
     if weight_cfg:

@@ -32,7 +32,8 @@ import numpy as np
 import torch
 from mmengine.config import Config
 
-from odm_mm.calibration import QuantErrorObserver, observe
+from odm_mm.calibration import (QuantErrorObserver, observe,
+                                weight_noise_to_signal)
 from odm_mm.layers import QuantConv
 
 from .jsonio import dump_json, load_json
@@ -87,15 +88,6 @@ def _width(conv: QuantConv) -> float:
 
 
 @torch.no_grad()
-def _weight_nsr(conv: QuantConv) -> float:
-    """``MSE(Q(W), W) / var(W)`` of the layer's weight."""
-    w = conv.weight.detach().double()
-    err = (conv.weight_quantizer(conv.weight.detach()).double() - w)
-    var = float(w.var(unbiased=False))
-    return float(err.pow(2).mean()) / var if var > 0 else 0.0
-
-
-@torch.no_grad()
 def _measure(model, inputs, quantized: bool = True) -> Dict[str, float]:
     gen = model.generator
     gen.eval()
@@ -109,7 +101,9 @@ def _measure(model, inputs, quantized: bool = True) -> Dict[str, float]:
     if quantized:
         out.update(
             nsr_act=float(np.mean([p.relative() for p in probes.values()])),
-            nsr_weight=float(np.mean([_weight_nsr(m) for _, m in convs])),
+            nsr_weight=float(np.mean([
+                weight_noise_to_signal(m.weight_quantizer, m.weight)
+                for _, m in convs])),
             range_width=float(np.mean([_width(m) for _, m in convs])),
             clip_frac=None if any(p.clip is None for p in probes.values())
             else float(np.mean([p.clip / p.n for p in probes.values()])))

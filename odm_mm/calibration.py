@@ -1,9 +1,12 @@
 """Calibration: percentile range init (Sec. 3.1) and Eq. 6 layer selection.
 
 Torch-only. Algorithm 1, first lines: feed calibration batches through the
-*FP32* network (every :class:`~odm_mm.layers.QuantConv` with quantization
-switched off, offsets at the identity), and per quantized layer measure on the
-tensor it quantizes:
+*FP32* network (every :class:`~odm_mm.layers.QuantConv` /
+:class:`~odm_mm.layers_linear.QuantLinear` with quantization switched off,
+offsets at the identity), and per quantized layer measure on the tensor it
+quantizes (a Linear's ``(B, N, C)`` tokens as the ``(B, C, N, 1)`` map of
+:meth:`~odm_mm.layers_linear.QuantLinear.as_feature_map`: channel
+statistics are over the token channels):
 
 * the 1st and 99th percentile (``j``-th / ``100-j``-th), averaged over the
   batches -> initial ``alpha_l``, ``alpha_u`` (ODM); the per-sample max |x|
@@ -44,8 +47,10 @@ from typing import (Any, Callable, Dict, Iterable, Iterator, List, Optional,
 import torch
 from torch import Tensor, nn
 
+from .attention import QuantAct
 from .fullquant import SkipQuantizer
-from .layers import QuantConv, quantize_offset
+from .layers import QuantConv, QuantInputMixin, quantize_offset
+from .layers_linear import QuantLinear
 from .quantizers import percentile_range
 
 __all__ = ['LayerStats', 'FeatureObserver', 'observe', 'calibrate',
@@ -170,8 +175,9 @@ def calibrate(model: nn.Module, batches: Iterable,
               percentile_j: float = 1.0) -> Dict[str, LayerStats]:
     """Run ``batches`` through the FP32 model and measure every quantizer.
 
-    Measures every QuantConv input and every skip connection quantized by
-    :func:`odm_mm.fullquant.quantize_skips`.
+    Measures every QuantConv / QuantLinear input, every attention matmul
+    operand (:class:`~odm_mm.attention.QuantAct`) and every skip connection
+    quantized by :func:`odm_mm.fullquant.quantize_skips`.
 
     Args:
         model: Network containing QuantConv layers.
@@ -183,9 +189,10 @@ def calibrate(model: nn.Module, batches: Iterable,
         ``{layer name: LayerStats}`` in module order.
     """
     convs = [(n, m) for n, m in model.named_modules()
-             if isinstance(m, (QuantConv, SkipQuantizer))]
+             if isinstance(m, (QuantConv, QuantLinear, QuantAct,
+                               SkipQuantizer))]
     if not convs:
-        raise ValueError('calibrate: the model has no QuantConv layer')
+        raise ValueError('calibrate: the model has no quantized layer')
     forward = forward or (lambda mdl, b: mdl(b))
     was_training = model.training
     model.eval()
@@ -263,16 +270,18 @@ def apply_calibration(model: nn.Module, stats: Dict[str, LayerStats],
     """Initialise bounds and enable the selected offsets, in place.
 
     Also records the choice in ``stats`` (``shift``/``scale`` fields).
-    Skip-connection quantizers (:mod:`odm_mm.fullquant`) get their bounds
-    and take no part in the offset selection. The offsets start at the
-    identity (see :func:`init_offsets_from_stats` for the alternative).
+    Quantization points without weights (skip connections,
+    :mod:`odm_mm.fullquant`; attention matmul operands,
+    :class:`~odm_mm.attention.QuantAct`) get their range
+    (``init_from_stats``) and take no part in the offset selection. The
+    offsets start at the identity (see :func:`init_offsets_from_stats` for
+    the alternative).
     """
     skips = [n for n in stats
-             if isinstance(model.get_submodule(n), SkipQuantizer)]
+             if not isinstance(model.get_submodule(n), QuantInputMixin)]
     if init_bounds:
         for name in skips:
-            model.get_submodule(name).init_from_range(stats[name].lower,
-                                                      stats[name].upper)
+            model.get_submodule(name).init_from_stats(stats[name])
     names = [n for n in stats if n not in skips]
     sel_mu, sel_sig = select_offsets([stats[n].m_mu for n in names],
                                      [stats[n].m_sigma for n in names],
@@ -290,13 +299,13 @@ def apply_calibration(model: nn.Module, stats: Dict[str, LayerStats],
 
 
 @torch.no_grad()
-def init_offsets_from_stats(conv: QuantConv, st: LayerStats,
+def init_offsets_from_stats(conv: QuantInputMixin, st: LayerStats,
                             min_std_frac: float = 0.05) -> None:
     """Start enabled offsets at the channel-equalising values (see module
     docstring) and compensate them in ``conv``'s weight and bias.
 
     Args:
-        conv: A QuantConv whose offsets were enabled by
+        conv: A QuantConv or QuantLinear whose offsets were enabled by
             :func:`apply_calibration` (still at the identity).
         st: Its FP32 statistics (``ch_mean``, ``ch_std``).
         min_std_frac: sigma_c is clamped to at least this fraction of the
@@ -319,12 +328,13 @@ def init_offsets_from_stats(conv: QuantConv, st: LayerStats,
                              'a conv bias to compensate it')
         s_mu = quantize_offset((mu.mean() - mu).to(dt), conv.offset_bits)
         conv.shift.data.copy_(s_mu)
-        conv.bias.data.sub_((w0.sum(dim=(2, 3)) * s_mu.view(1, -1)).sum(1))
+        w_in = w0.flatten(2).sum(dim=2) if w0.dim() > 2 else w0
+        conv.bias.data.sub_((w_in * s_mu.view(1, -1)).sum(1))
     if scale_on:
         sd = sd.clamp_min(min_std_frac * float(sd.mean()))
         s_sig = quantize_offset((sd.mean() / sd).to(dt), conv.offset_bits)
         conv.scale.data.copy_(s_sig)
-        conv.weight.data.div_(s_sig.view(1, -1, 1, 1))
+        conv.weight.data.div_(s_sig.view(1, -1, *[1] * (w0.dim() - 2)))
 
 
 def calibrate_model(model: nn.Module, batches: List,
@@ -349,15 +359,15 @@ def calibrate_model(model: nn.Module, batches: List,
                                       for s in stats.values()):
         for name, st in stats.items():
             conv = model.get_submodule(name)
-            if isinstance(conv, QuantConv):
+            if isinstance(conv, QuantInputMixin):
                 init_offsets_from_stats(conv, st)
         again = calibrate(model, batches, forward, percentile_j)
         for name, st in again.items():
             conv = model.get_submodule(name)
-            if isinstance(conv, QuantConv):
+            if isinstance(conv, QuantInputMixin):
                 conv.act_quantizer.init_from_stats(st)
             else:
-                conv.init_from_range(st.lower, st.upper)
+                conv.init_from_stats(st)
     return stats
 
 
@@ -397,7 +407,7 @@ def quantization_error(model: nn.Module, batches: Iterable,
     the layer quantizes.
     """
     convs = [(n, m) for n, m in model.named_modules()
-             if isinstance(m, QuantConv)]
+             if isinstance(m, QuantInputMixin)]
     forward = forward or (lambda mdl, b: mdl(b))
     observers = {n: QuantErrorObserver(m) for n, m in convs}
     was_training = model.training

@@ -199,6 +199,8 @@ class NumericalGuardHook(Hook):
     def _repair(self, model, iteration: int) -> None:
         layers = model.quant_layers() if hasattr(model, 'quant_layers') \
             else []
+        if hasattr(model, 'quant_points'):  # attention matmul operands
+            layers = layers + model.quant_points()
         # quantizers with a learnable range (alpha or lower/upper); one that
         # recomputes its range at every call has nothing to repair
         quants = [(name, conv.act_quantizer) for name, conv in layers

@@ -171,6 +171,9 @@ class OffsetHook(Hook):
                 offset_init=self.offset_init, policy=self.offset_policy)
             if get_world_size() > 1:
                 self._broadcast(convs, stats)
+                for _, point in model.quant_points():
+                    for p in point.act_quantizer.parameters():
+                        broadcast(p.data, src=0)
             errors = quantization_error(model.generator, batches)
         finally:
             random.setstate(states[0])

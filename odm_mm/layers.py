@@ -49,7 +49,7 @@ from .mismatch import mismatch
 from .quantizers import (check_bits, fake_quant, quantizer_classes,
                          weight_options)
 
-__all__ = ['QuantConv', 'quantize_offset', 'feature_std']
+__all__ = ['QuantConv', 'QuantInputMixin', 'quantize_offset', 'feature_std']
 
 STD_MODES = ('tensor', 'sample')
 
@@ -87,7 +87,143 @@ def _sync_flags_hook(module: 'QuantConv', _incompatible_keys) -> None:
     module.sync_offset_flags()
 
 
-class QuantConv(nn.Conv2d):
+class QuantInputMixin:
+    """What a quantized layer with weights shares, whatever its kind.
+
+    Holds the two quantizers, the offsets and their flags, the switches and
+    the recorded statistics of :class:`QuantConv` and
+    :class:`~odm_mm.layers_linear.QuantLinear`; the layer class says where
+    its channel axis is (:attr:`offset_view`) and how its input is seen as a
+    ``(B, C, H, W)`` feature map by the activation quantizer, the
+    calibration observer, L_V and L_M (:meth:`as_feature_map`). Call
+    :meth:`_init_quant` at the end of ``__init__``.
+    """
+
+    #: Shape the (C,) offsets take to broadcast over the layer's input.
+    offset_view: tuple = (1, -1, 1, 1)
+
+    def _init_quant(self, in_channels: int, w_bits: int, a_bits: int,
+                    method: str, percentile_j: float,
+                    weight_cfg: Optional[dict], offset_bits: int,
+                    std_mode: str, factory: dict) -> None:
+        check_bits(offset_bits, 'offset_bits')
+        act_cls, weight_cls = quantizer_classes(method)
+        if std_mode not in STD_MODES:
+            raise ValueError(f'std_mode must be one of {STD_MODES}, got '
+                             f'{std_mode!r}')
+        self.method = method
+        self.offset_bits, self.std_mode = offset_bits, std_mode
+        self.act_quantizer = act_cls(a_bits, in_channels=in_channels)
+        weight_cfg = dict(weight_cfg or {})
+        allowed = weight_options(method)
+        unknown = sorted(set(weight_cfg) - set(allowed))
+        if unknown:
+            raise ValueError(
+                f'weight_cfg {unknown} is not an option of the weight '
+                f'quantizer of method {method!r} ({weight_cls.__name__}); it '
+                f'takes {allowed or "no options"}')
+        self.weight_quantizer = weight_cls(w_bits, percentile_j=percentile_j,
+                                           **weight_cfg)
+        self.shift = nn.Parameter(torch.zeros(in_channels, **factory))
+        self.scale = nn.Parameter(torch.ones(in_channels, **factory))
+        self.register_buffer('shift_enabled', torch.tensor(False))
+        self.register_buffer('scale_enabled', torch.tensor(False))
+        # python copies of the two flags: reading a CUDA buffer in forward
+        # would synchronise the device at every layer
+        self._flags = (False, False)
+        self.register_load_state_dict_post_hook(_sync_flags_hook)
+        self.quant_enabled = True
+        self.record_std = False
+        self.feature_std: Optional[Tensor] = None
+        self.mismatch_target: Optional[str] = None
+        self.feature_mismatch: Optional[Tensor] = None
+        self.observer: Optional[Any] = None
+
+    @property
+    def w_bits(self) -> int:
+        """Weight bit-width (held by the weight quantizer)."""
+        return self.weight_quantizer.bits
+
+    @property
+    def a_bits(self) -> int:
+        """Activation bit-width (held by the activation quantizer)."""
+        return self.act_quantizer.bits
+
+    # -------------------------------------------------------------- switches
+    def enable_quant(self):
+        """Quantize input and weight in the forward pass (default)."""
+        self.quant_enabled = True
+        return self
+
+    def disable_quant(self):
+        """Run as a float layer (offsets still applied, unquantized)."""
+        self.quant_enabled = False
+        return self
+
+    @torch.no_grad()
+    def set_offsets(self, shift: bool, scale: bool) -> None:
+        """Enable/disable the shift (Eq. 7) and scale (Eq. 8) offsets."""
+        self.shift_enabled.fill_(bool(shift))
+        self.scale_enabled.fill_(bool(scale))
+        self._flags = (bool(shift), bool(scale))
+
+    def sync_offset_flags(self) -> None:
+        """Refresh the python copies after the buffers changed in place
+        (``load_state_dict`` does this automatically)."""
+        self._flags = (bool(self.shift_enabled), bool(self.scale_enabled))
+
+    def offsets_active(self) -> bool:
+        """True if an enabled offset differs from the identity."""
+        return bool((self.shift_enabled and bool(self.shift.ne(0).any()))
+                    or (self.scale_enabled and bool(self.scale.ne(1).any())))
+
+    # ---------------------------------------------------------------- forward
+    def apply_offsets(self, x: Tensor) -> Tensor:
+        """Eq. 7 then Eq. 8 on the channel axis, where enabled."""
+        bits = self.offset_bits if self.quant_enabled else 32
+        shift, scale = self._flags
+        if shift:
+            x = x + quantize_offset(self.shift, bits).view(self.offset_view)
+        if scale:
+            x = x * quantize_offset(self.scale, bits).view(self.offset_view)
+        return x
+
+    def as_feature_map(self, x: Tensor) -> Tensor:
+        """The input as the ``(B, C, H, W)`` map the quantizer sees."""
+        return x
+
+    def from_feature_map(self, m: Tensor, like: Tensor) -> Tensor:
+        """Inverse of :meth:`as_feature_map` (``like``: the input)."""
+        return m
+
+    def quantize_input(self, x: Tensor) -> Tensor:
+        """Offsets, statistics and ``Q_a``: the operand of the layer."""
+        x = self.apply_offsets(x)
+        fmap = self.as_feature_map(x)
+        if self.observer is not None:
+            self.observer.update(fmap)
+        if self.record_std and self.training:
+            self.feature_std = feature_std(fmap, self.std_mode)
+        if not self.quant_enabled:
+            return x
+        q = self.act_quantizer(fmap)
+        if self.mismatch_target is not None and self.training:
+            self.feature_mismatch = mismatch(fmap, q, self.act_quantizer,
+                                             self.mismatch_target)
+        return self.from_feature_map(q, x)
+
+    def quantized_weight(self) -> Tensor:
+        """``Q_w(W)`` (``W`` itself with quantization switched off)."""
+        if not self.quant_enabled:
+            return self.weight
+        return self.weight_quantizer(self.weight)
+
+    def _quant_repr(self) -> str:
+        return (f', method={self.method}, w_bits={self.w_bits}, '
+                f'a_bits={self.a_bits}, offset_bits={self.offset_bits}')
+
+
+class QuantConv(QuantInputMixin, nn.Conv2d):
     """Conv2d with Eq. 1 quantizers, Eq. 7/8 offsets and Eq. 2 recording.
 
     Args:
@@ -130,49 +266,9 @@ class QuantConv(nn.Conv2d):
         super().__init__(in_channels, out_channels, kernel_size, stride,
                          padding, dilation, groups, bias, padding_mode,
                          device=device, dtype=dtype)
-        check_bits(offset_bits, 'offset_bits')
-        act_cls, weight_cls = quantizer_classes(method)
-        if std_mode not in STD_MODES:
-            raise ValueError(f'std_mode must be one of {STD_MODES}, got '
-                             f'{std_mode!r}')
-        self.method = method
-        self.offset_bits, self.std_mode = offset_bits, std_mode
-        self.act_quantizer = act_cls(a_bits, in_channels=in_channels)
-        weight_cfg = dict(weight_cfg or {})
-        allowed = weight_options(method)
-        unknown = sorted(set(weight_cfg) - set(allowed))
-        if unknown:
-            raise ValueError(
-                f'weight_cfg {unknown} is not an option of the weight '
-                f'quantizer of method {method!r} ({weight_cls.__name__}); it '
-                f'takes {allowed or "no options"}')
-        self.weight_quantizer = weight_cls(w_bits, percentile_j=percentile_j,
-                                           **weight_cfg)
-        factory = dict(device=device, dtype=dtype)
-        self.shift = nn.Parameter(torch.zeros(in_channels, **factory))
-        self.scale = nn.Parameter(torch.ones(in_channels, **factory))
-        self.register_buffer('shift_enabled', torch.tensor(False))
-        self.register_buffer('scale_enabled', torch.tensor(False))
-        # python copies of the two flags: reading a CUDA buffer in forward
-        # would synchronise the device at every layer
-        self._flags = (False, False)
-        self.register_load_state_dict_post_hook(_sync_flags_hook)
-        self.quant_enabled = True
-        self.record_std = False
-        self.feature_std: Optional[Tensor] = None
-        self.mismatch_target: Optional[str] = None
-        self.feature_mismatch: Optional[Tensor] = None
-        self.observer: Optional[Any] = None
-
-    @property
-    def w_bits(self) -> int:
-        """Weight bit-width (held by the weight quantizer)."""
-        return self.weight_quantizer.bits
-
-    @property
-    def a_bits(self) -> int:
-        """Activation bit-width (held by the activation quantizer)."""
-        return self.act_quantizer.bits
+        self._init_quant(in_channels, w_bits, a_bits, method, percentile_j,
+                         weight_cfg, offset_bits, std_mode,
+                         dict(device=device, dtype=dtype))
 
     # ------------------------------------------------------------------ build
     @classmethod
@@ -212,61 +308,9 @@ class QuantConv(nn.Conv2d):
         conv.train(self.training)
         return conv
 
-    # -------------------------------------------------------------- switches
-    def enable_quant(self) -> 'QuantConv':
-        """Quantize input and weight in the forward pass (default)."""
-        self.quant_enabled = True
-        return self
-
-    def disable_quant(self) -> 'QuantConv':
-        """Run as a float conv (offsets still applied, unquantized)."""
-        self.quant_enabled = False
-        return self
-
-    @torch.no_grad()
-    def set_offsets(self, shift: bool, scale: bool) -> None:
-        """Enable/disable the shift (Eq. 7) and scale (Eq. 8) offsets."""
-        self.shift_enabled.fill_(bool(shift))
-        self.scale_enabled.fill_(bool(scale))
-        self._flags = (bool(shift), bool(scale))
-
-    def sync_offset_flags(self) -> None:
-        """Refresh the python copies after the buffers changed in place
-        (``load_state_dict`` does this automatically)."""
-        self._flags = (bool(self.shift_enabled), bool(self.scale_enabled))
-
-    def offsets_active(self) -> bool:
-        """True if an enabled offset differs from the identity."""
-        return bool((self.shift_enabled and bool(self.shift.ne(0).any()))
-                    or (self.scale_enabled and bool(self.scale.ne(1).any())))
-
-    # ---------------------------------------------------------------- forward
-    def apply_offsets(self, x: Tensor) -> Tensor:
-        """Eq. 7 then Eq. 8 on the channel dimension, where enabled."""
-        bits = self.offset_bits if self.quant_enabled else 32
-        shift, scale = self._flags
-        if shift:
-            x = x + quantize_offset(self.shift, bits).view(1, -1, 1, 1)
-        if scale:
-            x = x * quantize_offset(self.scale, bits).view(1, -1, 1, 1)
-        return x
-
     def forward(self, x: Tensor) -> Tensor:  # noqa: D102
-        x = self.apply_offsets(x)
-        if self.observer is not None:
-            self.observer.update(x)
-        if self.record_std and self.training:
-            self.feature_std = feature_std(x, self.std_mode)
-        if not self.quant_enabled:
-            return self._conv_forward(x, self.weight, self.bias)
-        x_q = self.act_quantizer(x)
-        if self.mismatch_target is not None and self.training:
-            self.feature_mismatch = mismatch(x, x_q, self.act_quantizer,
-                                             self.mismatch_target)
-        return self._conv_forward(x_q, self.weight_quantizer(self.weight),
-                                  self.bias)
+        return self._conv_forward(self.quantize_input(x),
+                                  self.quantized_weight(), self.bias)
 
     def extra_repr(self) -> str:  # noqa: D102
-        return (super().extra_repr() +
-                f', method={self.method}, w_bits={self.w_bits}, '
-                f'a_bits={self.a_bits}, offset_bits={self.offset_bits}')
+        return super().extra_repr() + self._quant_repr()

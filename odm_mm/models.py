@@ -42,12 +42,13 @@ from mmagic.registry import MODELS
 
 from .gate import LossParts
 from .fullquant import quantize_skips
-from .layers import QuantConv
+from .attention import QuantAct, quant_acts
+from .layers import QuantInputMixin
 from .quantizers import check_bits
 from .losses import PAPER_LAMBDA_V, PAPER_SKT_WEIGHT_01
 from .mismatch import PAPER_LAMBDA_M
 from .checkpoint import load_fp32_generator, read_fp32_state
-from .swap import quant_convs, swap_convs
+from .swap import quant_layers, swap_convs
 
 __all__ = ['ODMEditModel', 'FEATURE_MODULES', 'load_fp32_generator']
 
@@ -61,6 +62,9 @@ FEATURE_MODULES = {
     # quantized conv)
     'RRDBNet': ('conv_body', 'output'),
     'SRCNNNet': ('conv2', 'output'),
+    # as EDSR: the body output after the long skip (SwinIR adds it out of
+    # place, ``conv_after_body(features) + x``), a (B, C, H, W) map
+    'SwinIRNet': ('upsample', 'input'),
 }
 FEATURE_TAPS = ('input', 'output')
 QUANT_KEYS = ('w_bits', 'a_bits', 'method', 'percentile_j', 'weight_cfg',
@@ -188,7 +192,7 @@ class ODMEditModel(BaseEditModel):
             self.skip_layers = quantize_skips(
                 self.generator, check_bits(quant_cfg['skip_bits'],
                                            'skip_bits'))
-        for _, m in quant_convs(self.generator):
+        for _, m in quant_layers(self.generator):
             m.record_std = self.var_loss is not None
             if self.mismatch_loss is not None:
                 m.mismatch_target = self.mismatch_loss.target
@@ -260,7 +264,7 @@ class ODMEditModel(BaseEditModel):
                     m.odm_feature = None
         if self.var_loss is not None:
             stds, widths = [], []
-            for _, m in quant_convs(self.generator):
+            for _, m in quant_layers(self.generator):
                 if m.feature_std is not None:
                     stds.append(m.feature_std)
                     widths.append(m.act_quantizer.range_width().detach())
@@ -268,7 +272,7 @@ class ODMEditModel(BaseEditModel):
             losses['loss_var'] = self.var_loss(stds, widths)
         if self.mismatch_loss is not None:
             terms = []
-            for _, m in quant_convs(self.generator):
+            for _, m in quant_layers(self.generator):
                 if m.feature_mismatch is not None:
                     terms.append(m.feature_mismatch)
                     m.feature_mismatch = None
@@ -291,7 +295,7 @@ class ODMEditModel(BaseEditModel):
 
     def reg_free_parameters(self) -> Tuple[Tensor, ...]:
         """Parameters of the quantizers that learn from L_R alone."""
-        return tuple(p for _, m in quant_convs(self.generator)
+        return tuple(p for _, m in quant_layers(self.generator)
                      for q in (m.act_quantizer, m.weight_quantizer)
                      for p in q.reg_free_parameters())
 
@@ -318,6 +322,10 @@ class ODMEditModel(BaseEditModel):
         self.check_optim_wrapper(optim_wrapper)
         return super().train_step(data, optim_wrapper)
 
-    def quant_layers(self) -> List[Tuple[str, QuantConv]]:
-        """``[(name, QuantConv)]`` of the student generator."""
-        return quant_convs(self.generator)
+    def quant_points(self) -> List[Tuple[str, QuantAct]]:
+        """``[(name, QuantAct)]``: the attention matmul operands."""
+        return quant_acts(self.generator)
+
+    def quant_layers(self) -> List[Tuple[str, QuantInputMixin]]:
+        """``[(name, QuantConv | QuantLinear)]`` of the student generator."""
+        return quant_layers(self.generator)

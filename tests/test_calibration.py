@@ -79,7 +79,7 @@ def test_calibrate_selects_mean_and_std_mismatch_layers():
 
 
 def test_calibrate_errors():
-    with pytest.raises(ValueError, match='no QuantConv'):
+    with pytest.raises(ValueError, match='no quantized layer'):
         calibrate(nn.Conv2d(1, 1, 1), [torch.zeros(1, 1, 2, 2)])
     with pytest.raises(ValueError, match='no calibration batch'):
         calibrate(Net(), [])

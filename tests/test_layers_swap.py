@@ -135,7 +135,7 @@ def test_swap_edsr_preset_and_fp32_identity():
 def test_swap_patterns_full_and_errors():
     net = TinyEDSR()
     assert len(swap_convs(net, mode='full')) == 7
-    with pytest.raises(ValueError, match='match no conv'):
+    with pytest.raises(ValueError, match='match no layer'):
         swap_convs(TinyEDSR(), patterns=[r'nothing\.here'])
     with pytest.raises(ValueError, match='no nn.Conv2d'):
         swap_convs(nn.Sequential(nn.ReLU()), patterns='.*')

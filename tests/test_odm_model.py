@@ -94,7 +94,7 @@ def test_bad_quant_cfg():
         build(quant_cfg=dict(w_bits=2, bits=3))
     with pytest.raises(ValueError, match='w_bits'):
         build(quant_cfg=dict(w_bits=9, a_bits=2))
-    with pytest.raises(ValueError, match='match no conv'):
+    with pytest.raises(ValueError, match='match no layer'):
         build(quant_cfg=dict(patterns=['nope']))
 
 

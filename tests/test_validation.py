@@ -94,13 +94,14 @@ CASES = [
                                                  loss_weight=-2.0)},
      ValueError, r'SKTLoss\.loss_weight must be >= 0, got -2'),
     ('pattern', None, {'model.quant_cfg.patterns': ['head.*']}, ValueError,
-     r"swap patterns \['head\.\*'\] match no conv of EDSRNet; its convs "
+     r"swap patterns \['head\.\*'\] match no layer of EDSRNet; its layers "
      r'are e\.g\.: conv_first'),
     ('no_convs', None, {'model.generator': dict(_delete_=True,
                                                 type='_TestNoConvNet'),
                         'model.quant_cfg.patterns': ['.*'],
                         'model.skt_loss': None},
-     ValueError, r'NoConvNet has no nn\.Conv2d to quantize'),
+     ValueError, r'NoConvNet has no nn\.Conv2d, nn\.Linear or window '
+     r'attention to quantize'),
     ('fp32_missing', None, {'model.fp32_checkpoint': 'work/nope.pth'},
      FileNotFoundError,
      r"model\.fp32_checkpoint: file 'work/nope\.pth' does not exist.*"

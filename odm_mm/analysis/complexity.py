@@ -14,9 +14,20 @@ derivation and the residual mismatches are in ``docs/complexity.md``):
   quantized layer implies at deployment (2 values for ODM's percentile range,
   1 for PAMS's max|w|), not counted by default.
 * **MACs** of a convolution = output elements x (C_in / groups x k_h x k_w);
-  bias additions, activations, additions and pixel shuffles are free.
+  of a Linear = tokens x in_features x out_features; of a Swin window
+  attention = its two matmuls, ``q k^T`` and ``A v``, ``2 x tokens x N x C``
+  (``N`` = tokens per window, ``C`` = embedding; per window, as computed).
+  Bias additions, activations, additions, LayerNorm, softmax, the
+  relative-position bias and pixel shuffles are free.
 * **BitOPs** = 2 x MACs x b_w x b_a (one multiply and one add per MAC, each
   weighted by the bit-widths of its two operands; 32 x 32 for float layers).
+  For the attention matmuls both operands are activations: ``b_q x b_k`` for
+  ``q k^T`` and ``b_A x b_v`` for ``A v`` (:class:`~odm_mm.attention.
+  QuantAct` bit-widths, 32 where not quantized). Token counts (Linears and
+  attentions) scale with the LR pixel count from the probe to the target
+  (exact when the target LR size is a multiple of the window; otherwise
+  SwinIR's reflection padding to the next multiple is not counted, < 3% at
+  1920 x 1080 x4).
   Each enabled offset is one add (shift) or one multiply (scale) per element
   of the layer's input feature, between a ``offset_bits`` value and a 32-bit
   activation: ``C_in x H x W x offset_bits x 32``.
@@ -51,10 +62,17 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 import torch
 from torch import Tensor, nn
 
+from ..attention import QuantAct, QuantWindowAttention, is_window_attention
 from .report import FP_BITS, ComplexityReport, LayerComplexity
 
 __all__ = ['LayerComplexity', 'ComplexityReport', 'count_complexity',
-           'storage_bits', 'is_quant_conv', 'FP_BITS', 'PAPER_HR_SIZE']
+           'storage_bits', 'is_quant_conv', 'is_quant_layer', 'FP_BITS',
+           'PAPER_HR_SIZE', 'KIND_FAMILY']
+
+#: Which family each row kind belongs to (the per-kind split of a report).
+KIND_FAMILY = {'conv': 'conv', 'qconv': 'conv', 'linear': 'linear',
+               'qlinear': 'linear', 'matmul': 'matmul', 'qact': 'matmul'}
+_QUANT_KINDS = ('qconv', 'qlinear')
 
 PAPER_HR_SIZE = (1080, 1920)  # (H, W) of the paper's 1920 x 1080 output
 _Size = Union[int, Tuple[int, int]]
@@ -67,8 +85,23 @@ def is_quant_conv(m: nn.Module) -> bool:
             and getattr(m, 'a_bits', None) is not None)
 
 
+def is_quant_layer(m: nn.Module) -> bool:
+    """A conv or Linear with ``w_bits``/``a_bits`` (QuantConv,
+    QuantLinear)."""
+    return is_quant_conv(m) or (isinstance(m, nn.Linear)
+                                and getattr(m, 'w_bits', None) is not None
+                                and getattr(m, 'a_bits', None) is not None)
+
+
 def _quant_active(m: nn.Module) -> bool:
-    return is_quant_conv(m) and bool(getattr(m, 'quant_enabled', True))
+    return is_quant_layer(m) and bool(getattr(m, 'quant_enabled', True))
+
+
+def _operand_bits(point: Optional[nn.Module]) -> int:
+    """Bit-width of an attention matmul operand (32 if not quantized)."""
+    if point is None or not getattr(point, 'quant_enabled', True):
+        return FP_BITS
+    return int(point.a_bits)
 
 
 def _enabled_offsets(m: nn.Module) -> List[Tensor]:
@@ -112,9 +145,14 @@ def _storage_rows(model: nn.Module,
     for name, m in model.named_modules():
         if _inside(name, quant_names):
             continue  # collapsed into its quantized conv's row
-        if is_quant_conv(m):
+        if is_quant_layer(m):
             quant_names.append(name)
-            kind = 'qconv'
+            kind = 'qconv' if is_quant_conv(m) else 'qlinear'
+        elif isinstance(m, QuantAct):
+            quant_names.append(name)
+            kind = 'qact'
+        elif is_window_attention(m) or isinstance(m, QuantWindowAttention):
+            kind = 'matmul'
         elif isinstance(m, nn.modules.conv._ConvNd):
             kind = 'conv'
         elif isinstance(m, nn.Linear):
@@ -124,25 +162,30 @@ def _storage_rows(model: nn.Module,
         else:
             kind = 'params'
         row = LayerComplexity(name=name, type=type(m).__name__, kind=kind)
-        params = (m.named_parameters() if kind == 'qconv' else
+        quant = kind in _QUANT_KINDS
+        params = (m.named_parameters() if quant or kind == 'qact' else
                   m.named_parameters(recurse=False))
-        active = _quant_active(m)
-        offsets = {id(p) for p in _enabled_offsets(m)} if kind == 'qconv' \
-            else set()
+        active = _quant_active(m) or (kind == 'qact' and m.quant_enabled)
+        offsets = {id(p) for p in _enabled_offsets(m)} if quant else set()
         for pname, p in params:
             if id(p) in seen:
                 continue
             seen.add(id(p))
-            if kind == 'qconv' and pname in ('shift', 'scale'):
+            if quant and pname in ('shift', 'scale'):
                 if id(p) not in offsets:
                     continue  # disabled offset: identity, not stored
                 bits = getattr(m, 'offset_bits', FP_BITS) if active \
                     else FP_BITS
                 row.offset_vectors += 1
                 row.offset_storage_bits += p.numel() * bits
-            elif kind == 'qconv' and pname == 'weight' and active:
+            elif quant and pname == 'weight' and active:
                 bits = m.w_bits
-            elif kind == 'qconv' and _quantizer_bits(m, pname) is not None:
+            elif kind == 'qact' and _quantizer_bits(m, pname) is not None:
+                bits = _quantizer_bits(m, pname)
+                if bits == 0:
+                    continue
+                bits = bits if active else FP_BITS
+            elif quant and _quantizer_bits(m, pname) is not None:
                 bits = _quantizer_bits(m, pname)
                 if bits == 0:
                     continue  # not stored (e.g. an unused gate)
@@ -151,7 +194,9 @@ def _storage_rows(model: nn.Module,
                 bits = FP_BITS
             row.params += p.numel()
             row.storage_bits += p.numel() * bits
-        if kind == 'qconv' and active:
+        if kind == 'qact' and active:
+            row.a_bits = m.a_bits
+        if quant and active:
             row.w_bits, row.a_bits = m.w_bits, m.a_bits
             if count_weight_ranges:
                 n = m.weight_quantizer.range_values
@@ -200,7 +245,8 @@ class _Probe:
             handles.append(modules[name].register_forward_hook(
                 self._hook(name)))
         for m in self.model.modules():
-            if is_quant_conv(m):  # plain float conv: same shapes, no stats
+            if is_quant_layer(m) or isinstance(m, QuantAct):
+                # plain float layer: same shapes, no stats
                 saved.append((m, getattr(m, 'quant_enabled', True),
                               getattr(m, 'observer', None)))
                 m.quant_enabled = False
@@ -248,6 +294,9 @@ def _count_ops(row: LayerComplexity, m: nn.Module, calls: List[Tuple],
     """Fill ``macs``/``bitops`` of ``row`` from the probe calls."""
     active = _quant_active(m)
     wb, ab = (m.w_bits, m.a_bits) if active else (FP_BITS, FP_BITS)
+    if row.kind in ('matmul', 'qact'):
+        _count_attention(row, m, calls, ratio)
+        return
     for in_shape, out_shape, terms in calls:
         row.calls += 1
         if in_shape is None or out_shape is None:
@@ -298,9 +347,26 @@ def _count_ops(row: LayerComplexity, m: nn.Module, calls: List[Tuple],
             n_out = 1
             for s in out_shape[:-1]:
                 n_out *= s
-            macs = round(n_out * pix) * m.in_features * m.out_features
+            # tokens (B, N, C) scale with the pixels; a (B, C) head does not
+            tok = ratio[0] * ratio[1] if len(out_shape) >= 3 else pix
+            tokens = round(n_out * tok)
+            macs = tokens * m.in_features * m.out_features
             row.macs += macs
-            row.bitops += 2 * macs * FP_BITS * FP_BITS
+            row.bitops += 2 * macs * wb * ab
+            quant = getattr(m, 'act_quantizer', None)
+            if row.kind == 'qlinear' and active and \
+                    hasattr(quant, 'runtime_bitops_terms'):
+                extra = sum(int(o) * int(ba) * int(bb) for o, ba, bb in
+                            quant.runtime_bitops_terms(
+                                (m.in_features, tokens, 1)))
+                row.quantizer_bitops += extra
+                row.bitops += extra
+            n_off = len(_enabled_offsets(m)) if row.kind == 'qlinear' else 0
+            if n_off:
+                ob = getattr(m, 'offset_bits', FP_BITS) if active else FP_BITS
+                off = n_off * m.in_features * tokens * ob * FP_BITS
+                row.offset_bitops += off
+                row.bitops += off
         elif terms is not None:
             row.bitops += sum(round(o * pix) * ba * bb for o, ba, bb in terms)
         elif row.kind == 'skip':
@@ -308,6 +374,40 @@ def _count_ops(row: LayerComplexity, m: nn.Module, calls: List[Tuple],
             for s in out_shape:
                 n *= s
             row.bitops += round(n * pix) * m.bits * m.bits
+
+
+def _count_attention(row: LayerComplexity, m: nn.Module, calls: List[Tuple],
+                     ratio: Tuple[Fraction, Fraction]) -> None:
+    """Window-attention matmuls (``'matmul'`` rows) and the run-time work
+    of their operand quantizers (``'qact'`` rows: DAQ's statistics; the
+    rounding itself is free as for conv inputs)."""
+    tok = ratio[0] * ratio[1]
+    for in_shape, out_shape, _ in calls:
+        row.calls += 1
+        if in_shape is None:
+            continue
+        if row.kind == 'qact':  # (B, C, L, 1) map
+            quant = m.act_quantizer
+            if m.quant_enabled and hasattr(quant, 'runtime_bitops_terms'):
+                extra = sum(int(o) * int(ba) * int(bb) for o, ba, bb in
+                            quant.runtime_bitops_terms(
+                                (in_shape[1], round(in_shape[2] * tok), 1)))
+                row.quantizer_bitops += extra
+                row.bitops += extra
+            continue
+        b_, n, c = in_shape  # (windows * B, N, C)
+        tokens = round(b_ * n * tok)
+        half = tokens * n * c  # MACs of q k^T, and of A v
+        if isinstance(m, QuantWindowAttention):
+            b_qk = _operand_bits(m.q_quant) * _operand_bits(m.k_quant)
+            b_av = _operand_bits(m.attn_quant) * _operand_bits(m.v_quant)
+        else:
+            b_qk = b_av = FP_BITS * FP_BITS
+        row.macs += 2 * half
+        row.bitops += 2 * half * b_qk + 2 * half * b_av
+        row.a_bits = int(round((b_qk * b_av) ** 0.25))
+        row.w_bits = row.a_bits
+        row.out_shape = (round(b_ * tok), n, c)
 
 
 def count_complexity(model: nn.Module,

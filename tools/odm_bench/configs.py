@@ -112,8 +112,12 @@ def _common(cfg: Config, preset: Preset, work_dir: str, name: str,
     cfg.randomness = dict(seed=preset.seed, diff_rank_seed=False,
                           deterministic=False)
     gen = cfg.model.generator
-    gen.mid_channels, gen.num_blocks = preset.mid_channels, preset.num_blocks
-    gen.upscale_factor = preset.scale
+    if preset.generator is not None:  # another family (e.g. SwinIRNet)
+        gen.update(copy.deepcopy(preset.generator))
+    else:  # EDSRNet
+        gen.mid_channels = preset.mid_channels
+        gen.num_blocks = preset.num_blocks
+        gen.upscale_factor = preset.scale
     loader = cfg.train_dataloader
     loader.batch_size = batch
     loader.num_workers = preset.num_workers

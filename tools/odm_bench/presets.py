@@ -160,6 +160,11 @@ class Preset:
             ``'detach'``) of methods with L_M.
         gate_mode: If set, the ``CooperativeOptimWrapper.mode`` of methods
             that use it (e.g. ``'similarity_tensor'``).
+        generator: If set, keyword arguments merged into
+            ``model.generator`` of both stages instead of the EDSRNet size
+            fields (``mid_channels``, ``num_blocks``, ``scale``): the size
+            of another generator family, e.g. SwinIRNet's ``embed_dim``,
+            ``depths``, ``num_heads``, ``img_size``.
     """
     name: str
     description: str
@@ -208,6 +213,7 @@ class Preset:
     gate_mode: Optional[str] = None
     eval_at: Tuple[int, ...] = ()
     curve_sets: Tuple[str, ...] = ('Set5', 'Set14')
+    generator: Optional[dict] = None
 
     def to_dict(self) -> dict:
         """JSON-friendly dict of every field."""
@@ -347,6 +353,24 @@ PRESETS: Dict[str, Preset] = {
               + _all(4, ['wcc', 'odm24'])),
         sweep=_EDSR_SWEEP, optional_test_sets=('Urban100',),
         budget_min=150),
+    'swinir': Preset(
+        name='swinir',
+        description='SwinIR x4 (transformer restorer) sized for 2 CPU '
+        'cores: embed 32, 2 RSTBs x 2 blocks, 4 heads, window 8, mlp ratio '
+        '2, pixelshuffledirect; FP32 teacher trained here on T91 (5000 it x '
+        '16, 96 px HR patches), QAT 300 it x 8 of every RSTB (convs, '
+        'Linears, both attention matmuls), Set5/Set14/B100',
+        fp32_base='configs/fp32/swinir_light_x4_t91.py',
+        qat_bases=('configs/odm/local/swinir_light_x4_w2a2_t91.py',),
+        generator=dict(embed_dim=32, depths=[2, 2], num_heads=[4, 4],
+                       window_size=8, mlp_ratio=2, img_size=24, upscale=4,
+                       upsampler='pixelshuffledirect'),
+        fp32_iters=5000, fp32_batch=16, fp32_lr=1e-3, qat_iters=300,
+        qat_batch=8, qat_lr=1e-4, gt_patch=96, log_interval=25,
+        num_workers=1,  # the on-the-fly bicubic LR costs as much as a step
+        runs=(_all(4, ['pams', 'odm_q', 'odm', 'odm24'])
+              + _all(2, ['pams', 'odm_q', 'odm', 'odm24'])),
+        budget_min=150, sample=('Set14', 'zebra')),
 }
 
 

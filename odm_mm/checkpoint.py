@@ -45,7 +45,8 @@ from mmengine.logging import HistoryBuffer
 from torch import Tensor
 
 from .fullquant import skip_quantizers
-from .swap import quant_convs
+from .attention import quant_acts
+from .swap import quant_layers
 
 __all__ = ['read_fp32_state', 'load_fp32_generator',
            'check_fp32_checkpoint_file', 'fp32_checkpoint_hint',
@@ -159,15 +160,16 @@ def load_fp32_generator(generator: torch.nn.Module,
                         state: Dict[str, Tensor], source: str = '') -> None:
     """Load FP32 weights into a (possibly swapped) generator, strictly.
 
-    The QuantConv extras (bounds, offsets, flags) may be absent; every other
+    The QuantConv / QuantLinear extras (bounds, offsets, flags) and the
+    attention operands' bounds may be absent; every other
     key must match. Raises one ValueError naming the first offending keys.
     """
     own = generator.state_dict()
     extra = set()
-    for name, m in quant_convs(generator):
+    for name, m in quant_layers(generator):
         extra.update(f'{name}.{k}' for k in m.state_dict()
                      if k not in ('weight', 'bias'))
-    for name, m in skip_quantizers(generator):
+    for name, m in skip_quantizers(generator) + quant_acts(generator):
         extra.update(f'{name}.{k}' for k in m.state_dict())
     required = set(own) - extra
     missing = sorted(required - set(state))

@@ -60,12 +60,15 @@ def attention_map(feat: Tensor) -> Tensor:
     """Spatial attention map of PAMS's SKT: L2-normalised mean_c(f^2).
 
     Args:
-        feat: (B, C, H, W) feature.
+        feat: (B, C, H, W) feature, or (B, N, C) tokens of a transformer
+            (channel axis last, as a Linear sees them; the map is then over
+            the N tokens).
 
     Returns:
-        (B, H*W) maps with unit L2 norm per sample.
+        (B, H*W) (or (B, N)) maps with unit L2 norm per sample.
     """
-    return F.normalize(feat.pow(2).mean(dim=1).flatten(1), dim=1)
+    channel = -1 if feat.dim() == 3 else 1
+    return F.normalize(feat.pow(2).mean(dim=channel).flatten(1), dim=1)
 
 
 def skt_loss(student: Tensor, teacher: Tensor) -> Tensor:

@@ -2,9 +2,13 @@
 
 The artifact (container: :mod:`odm_mm.deploy.format`) holds
 
-* every ``QuantConv`` weight as integer codes packed at ``w_bits`` bits, with
-  its range; its bias in FP32; its activation bounds; its enabled offsets as
-  ``offset_bits`` codes with their [min, max];
+* every ``QuantConv`` / ``QuantLinear`` weight as integer codes packed at
+  ``w_bits`` bits, with its range; its bias in FP32; its activation bounds;
+  its enabled offsets as ``offset_bits`` codes with their [min, max];
+* every quantized window attention (:mod:`odm_mm.attention`): the
+  activation bounds of its four matmul operands (``q``, ``k``, ``v``,
+  ``attn``) under ``manifest["quant_attentions"][name]`` with ``num_heads``,
+  ``scale`` and ``window_size`` (its ``qkv``/``proj`` are quant layers);
 * every other parameter and persistent buffer of the generator (the FP32
   part) unchanged, under its state-dict name;
 * ``manifest.json`` naming all tensors and how to rebuild the FP32 network.
@@ -16,8 +20,10 @@ is ``t_q = offset + (code - zero_point) * scale``, codes in ``[0, levels -
 1]``); ``method`` names the quantizer, whose integer formulas the
 independent runtime (:mod:`odm_mm.deploy.runtime`) re-implements::
 
+    kind:   'conv' or 'linear'
     conv:   in_channels, out_channels, kernel_size, stride, padding,
-            dilation, groups (zero padding only)
+            dilation, groups (zero padding only); a Linear has
+    linear: in_features, out_features (channel axis last) instead
     bias:   tensor name or null
     method: the quantization method (``QuantConv.method``)
     weight: {tensor, bits, code_bits, zero_point, levels, range}; range =
@@ -55,7 +61,9 @@ import torch
 from torch import Tensor, nn
 
 from ..analysis.complexity import storage_bits
-from ..layers import QuantConv, quantize_offset
+from ..attention import QuantWindowAttention
+from ..layers import QuantConv, QuantInputMixin, quantize_offset
+from ..layers_linear import QuantLinear
 from .format import BLOB, MANIFEST, BlobWriter, write_artifact
 
 __all__ = ['export_artifact', 'ExportResult', 'weight_codes',
@@ -186,8 +194,36 @@ def _offset_record(writer: BlobWriter, layer: QuantConv, name: str,
     return dict(tensor=tname, bits=bits, range=f'{tname}_range')
 
 
+def _act_record(writer: BlobWriter, name: str, quantizer: nn.Module,
+                bits: int) -> Dict[str, Any]:
+    form = quantizer.integer_form()
+    act = dict(bits=bits, zero_point=form.zero, levels=form.levels)
+    for key, value in form.params.items():
+        tname = f'{name}.{key}'
+        writer.add_raw(tname, _np(value))
+        act[key] = tname
+    return act
+
+
+def _attention_record(writer: BlobWriter, name: str,
+                      attn: QuantWindowAttention) -> Dict[str, Any]:
+    rec = dict(method=attn.q_quant.method, num_heads=attn.num_heads,
+               dim=attn.dim, scale=float(attn.scale),
+               window_size=list(attn.window_size))
+    for key, point in (('q', attn.q_quant), ('k', attn.k_quant),
+                       ('v', attn.v_quant), ('attn', attn.attn_quant)):
+        if not point.quant_enabled:
+            raise ValueError(f'{name}: quantization is disabled on its {key} '
+                             'operand (enable_quant() before exporting)')
+        rec[key] = _act_record(writer, f'{name}.{key}_quant.act_quantizer',
+                               point.act_quantizer, point.a_bits)
+    return rec
+
+
 def _layer_record(writer: BlobWriter, name: str,
-                  layer: QuantConv) -> Dict[str, Any]:
+                  layer: QuantInputMixin) -> Dict[str, Any]:
+    if isinstance(layer, QuantLinear):
+        return _linear_record(writer, name, layer)
     if layer.padding_mode != 'zeros' or isinstance(layer.padding, str):
         raise ValueError(f'{name}: only numeric zero padding can be exported '
                          f'(padding={layer.padding!r}, padding_mode='
@@ -195,29 +231,43 @@ def _layer_record(writer: BlobWriter, name: str,
     if not layer.quant_enabled:
         raise ValueError(f'{name}: quantization is disabled on this layer '
                          '(enable_quant() before exporting)')
+    rec = _common_record(writer, name, layer)
+    conv = dict(in_channels=layer.in_channels,
+                out_channels=layer.out_channels,
+                kernel_size=_pair(layer.kernel_size),
+                stride=_pair(layer.stride), padding=_pair(layer.padding),
+                dilation=_pair(layer.dilation), groups=layer.groups)
+    return dict(rec, kind='conv', conv=conv)
+
+
+def _linear_record(writer: BlobWriter, name: str,
+                   layer: QuantLinear) -> Dict[str, Any]:
+    if not layer.quant_enabled:
+        raise ValueError(f'{name}: quantization is disabled on this layer '
+                         '(enable_quant() before exporting)')
+    rec = _common_record(writer, name, layer)
+    return dict(rec, kind='linear',
+                linear=dict(in_features=layer.in_features,
+                            out_features=layer.out_features))
+
+
+def _common_record(writer: BlobWriter, name: str,
+                   layer: QuantInputMixin) -> Dict[str, Any]:
+    """Weight codes, activation bounds, bias and offsets of a layer."""
     wc = weight_codes(layer)
     writer.add_packed(f'{name}.weight', wc['codes'], wc['code_bits'])
     writer.add_raw(f'{name}.weight_range', wc['range'])
     weight = dict(tensor=f'{name}.weight', bits=layer.w_bits,
                   code_bits=wc['code_bits'], zero_point=wc['zero'],
                   levels=wc['levels'], range=f'{name}.weight_range')
-    form = layer.act_quantizer.integer_form()
-    act = dict(bits=layer.a_bits, zero_point=form.zero, levels=form.levels)
-    for key, value in form.params.items():
-        tname = f'{name}.act_quantizer.{key}'
-        writer.add_raw(tname, _np(value))
-        act[key] = tname
+    act = _act_record(writer, f'{name}.act_quantizer', layer.act_quantizer,
+                      layer.a_bits)
     bias = None
     if layer.bias is not None:
         bias = f'{name}.bias'
         writer.add_raw(bias, _np(layer.bias))
-    conv = dict(in_channels=layer.in_channels,
-                out_channels=layer.out_channels,
-                kernel_size=_pair(layer.kernel_size),
-                stride=_pair(layer.stride), padding=_pair(layer.padding),
-                dilation=_pair(layer.dilation), groups=layer.groups)
-    return dict(method=layer.method, conv=conv, weight=weight, act=act,
-                bias=bias, shift=_offset_record(writer, layer, name, 'shift'),
+    return dict(method=layer.method, weight=weight, act=act, bias=bias,
+                shift=_offset_record(writer, layer, name, 'shift'),
                 scale=_offset_record(writer, layer, name, 'scale'))
 
 
@@ -242,14 +292,19 @@ def export_artifact(generator: nn.Module, out_dir: str,
             represented (non-zero padding mode, quantization disabled).
     """
     qlayers = [(n, m) for n, m in generator.named_modules()
-               if isinstance(m, QuantConv)]
+               if isinstance(m, (QuantConv, QuantLinear))]
     if not qlayers:
-        raise ValueError(f'{type(generator).__name__} has no QuantConv layer '
-                         'to export (swap_convs first)')
+        raise ValueError(f'{type(generator).__name__} has no QuantConv or '
+                         'QuantLinear layer to export (swap_convs first)')
     writer = BlobWriter()
     records = {name: _layer_record(writer, name, layer)
                for name, layer in qlayers}
-    prefixes = tuple(f'{name}.' for name in records)
+    attns = {name: _attention_record(writer, name, m)
+             for name, m in generator.named_modules()
+             if isinstance(m, QuantWindowAttention)}
+    prefixes = tuple(f'{name}.' for name in records) + tuple(
+        f'{name}.{k}_quant.' for name in attns for k in ('q', 'k', 'v',
+                                                          'attn'))
     fp32 = []
     for key, value in generator.state_dict().items():
         if not key.startswith(prefixes):
@@ -258,6 +313,7 @@ def export_artifact(generator: nn.Module, out_dir: str,
     storage = storage_bits(generator)
     manifest = dict(generator=generator_info(generator, generator_cfg),
                     fp32=fp32, quant_layers=records,
+                    quant_attentions=attns,
                     storage=dict(paper_bits=storage,
                                  paper_k=round(storage / 32e3, 3)))
     manifest = write_artifact(out_dir, manifest, writer)

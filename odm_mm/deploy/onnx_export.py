@@ -46,7 +46,9 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from ..attention import QuantWindowAttention
 from ..layers import QuantConv, quantize_offset
+from ..layers_linear import QuantLinear
 from .export import weight_codes
 
 __all__ = ['export_onnx', 'OnnxExportResult', 'container_bits_for',
@@ -303,6 +305,15 @@ def export_onnx(generator: nn.Module, path: str,
     import onnx
     from onnx import helper, version_converter
 
+    tokens = [n for n, m in generator.named_modules()
+              if isinstance(m, (QuantLinear, QuantWindowAttention))]
+    if tokens:
+        raise ValueError(
+            f'ONNX QDQ export covers QuantConv layers only; this network has '
+            f'{len(tokens)} quantized Linear/attention modules (e.g. '
+            f'{tokens[0]}). Export it with odm_mm.deploy.export_artifact '
+            '(tools/deploy/export.py without --onnx): the integer runtime '
+            'covers them.')
     model = copy.deepcopy(generator).cpu().float().eval()
     model.requires_grad_(False)
     qlayers = [(n, m) for n, m in model.named_modules()

@@ -4,7 +4,8 @@ Independent of the training code: this module imports neither
 :mod:`odm_mm.layers` nor :mod:`odm_mm.quantizers` nor :mod:`odm_mm.swap`;
 it reads the artifact (:mod:`odm_mm.deploy.format`), rebuilds the FP32
 generator from the class and kwargs named in the manifest, and replaces each
-quantized conv by :class:`IntegerConv2d`.
+quantized conv by :class:`IntegerConv2d` (each quantized Linear and window
+attention by their counterparts in :mod:`odm_mm.deploy.runtime_tokens`).
 
 :class:`IntegerConv2d` quantizes its input to integer codes ``A`` (offsets
 first, then Eq. 1 / PAMS exactly as the manifest specifies), convolves them
@@ -286,6 +287,14 @@ def _set_submodule(model: nn.Module, name: str, new: nn.Module) -> None:
     setattr(parent, child, new)
 
 
+def _module(model: nn.Module, name: str, what: str) -> nn.Module:
+    try:
+        return model.get_submodule(name)
+    except AttributeError as err:
+        raise ValueError(f'{what} {name!r} is not a module of '
+                         f'{type(model).__name__}') from err
+
+
 def load_runtime(path: Union[str, Tuple[Dict, Dict]],
                  generator: Optional[nn.Module] = None,
                  dtype: torch.dtype = torch.float32,
@@ -310,14 +319,25 @@ def load_runtime(path: Union[str, Tuple[Dict, Dict]],
     """
     manifest, tensors = read_artifact(path) if isinstance(path, str) \
         else path
+    from .runtime_tokens import IntegerLinear, IntegerWindowAttention
     model = generator if generator is not None else build_generator(
         manifest['generator'])
+    for name, rec in manifest.get('quant_attentions', {}).items():
+        _set_submodule(model, name, IntegerWindowAttention(
+            rec, tensors, _module(model, name, 'quantized attention'),
+            accumulate))
     for name, rec in manifest['quant_layers'].items():
-        try:
-            old = model.get_submodule(name)
-        except AttributeError as err:
-            raise ValueError(f'quantized layer {name!r} is not a module of '
-                             f'{type(model).__name__}') from err
+        old = _module(model, name, 'quantized layer')
+        if rec.get('kind', 'conv') == 'linear':
+            geo = rec['linear']
+            if not isinstance(old, nn.Linear) or (
+                    old.in_features, old.out_features) != (
+                        geo['in_features'], geo['out_features']):
+                raise ValueError(f'{name}: the network has {old!r}, the '
+                                 f'artifact a Linear with {geo}')
+            _set_submodule(model, name, IntegerLinear(rec, tensors,
+                                                      accumulate))
+            continue
         geo = rec['conv']
         if not isinstance(old, nn.Conv2d) or (
                 old.in_channels, old.out_channels, list(old.kernel_size),

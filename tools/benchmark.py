@@ -49,7 +49,8 @@ REPO = osp.abspath(osp.join(osp.dirname(__file__), '..'))
 #: fast 32ch/8-block smoke check.
 REPORTS = {'edsr': ('benchmarks', 'figures/edsr'),
            'quick': ('benchmarks_quick', 'figures'),
-           'paper': ('benchmarks_paper', 'figures/paper')}
+           'paper': ('benchmarks_paper', 'figures/paper'),
+           'swinir': ('benchmarks_swinir', 'figures/swinir')}
 
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:

@@ -57,9 +57,8 @@ def plot_psnr_vs_bits(results: Dict, path: str) -> Optional[str]:
         ax.grid(alpha=0.3)
     axes[0][0].set_ylabel('Y-PSNR (dB)')
     axes[0][-1].legend(fontsize=7, loc='lower right')
-    fig.suptitle(f'EDSR x{results["preset"]["scale"]} '
-                 f'({results["preset"]["mid_channels"]}ch/'
-                 f'{results["preset"]["num_blocks"]} blocks), preset '
+    from .presets import network_label
+    fig.suptitle(f'{network_label(results["preset"])}, preset '
                  f'{results["preset"]["name"]}', fontsize=10)
     fig.tight_layout()
     return _save(fig, path, plt)

@@ -44,7 +44,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Dict, List, Optional, Tuple
 
 __all__ = ['Method', 'METHODS', 'Preset', 'PRESETS', 'get_preset',
-           'run_name', 'parse_overrides']
+           'run_name', 'parse_overrides', 'network_label']
 
 
 @dataclass(frozen=True)
@@ -160,6 +160,9 @@ class Preset:
             ``'detach'``) of methods with L_M.
         gate_mode: If set, the ``CooperativeOptimWrapper.mode`` of methods
             that use it (e.g. ``'similarity_tensor'``).
+        targets: Which targets the report checks
+            (:data:`~odm_bench.targets.TARGET_SETS`: ``'edsr'`` the paper's
+            EDSR claims, ``'swinir'`` the transformer issue's).
         generator: If set, keyword arguments merged into
             ``model.generator`` of both stages instead of the EDSRNet size
             fields (``mid_channels``, ``num_blocks``, ``scale``): the size
@@ -214,6 +217,7 @@ class Preset:
     eval_at: Tuple[int, ...] = ()
     curve_sets: Tuple[str, ...] = ('Set5', 'Set14')
     generator: Optional[dict] = None
+    targets: str = 'edsr'
 
     def to_dict(self) -> dict:
         """JSON-friendly dict of every field."""
@@ -368,10 +372,25 @@ PRESETS: Dict[str, Preset] = {
         fp32_iters=5000, fp32_batch=16, fp32_lr=1e-3, qat_iters=300,
         qat_batch=8, qat_lr=1e-4, gt_patch=96, log_interval=25,
         num_workers=1,  # the on-the-fly bicubic LR costs as much as a step
+        targets='swinir',
         runs=(_all(4, ['pams', 'odm_q', 'odm', 'odm24'])
               + _all(2, ['pams', 'odm_q', 'odm', 'odm24'])),
         budget_min=150, sample=('Set14', 'zebra')),
 }
+
+
+def network_label(preset: dict) -> str:
+    """One phrase naming the preset's generator and its size."""
+    g = preset.get('generator')
+    if not g:
+        return (f'EDSR x{preset["scale"]} ({preset["mid_channels"]}ch/'
+                f'{preset["num_blocks"]} blocks)')
+    if 'embed_dim' in g:
+        return (f'SwinIR x{g.get("upscale", preset["scale"])} (embed '
+                f'{g["embed_dim"]}, {len(g["depths"])} RSTBs x '
+                f'{g["depths"][0]} blocks, {g["num_heads"][0]} heads, window '
+                f'{g.get("window_size", 8)})')
+    return ', '.join(f'{k}={v}' for k, v in g.items())
 
 
 def get_preset(name: str) -> Preset:

@@ -17,7 +17,7 @@ from .published import (budget_table, plot_budget_curve,
                         published_diagnostics, table5_published)
 from .sweep_figures import plot_lambda_sweep, plot_layer_error
 from .configs import method_features
-from .presets import ABLATION, METHODS
+from .presets import ABLATION, METHODS, network_label
 from .targets import TARGETS, check_targets, targets_md
 
 __all__ = ['TARGETS', 'check_targets', 'table1', 'table5', 'speed_table',
@@ -306,6 +306,21 @@ _SCOPE = """\
 """
 
 
+_SCOPE_GENERATOR = """\
+* **Reduced scale.** {network}, FP32 teacher trained here {fp32_iters}
+  iterations on {data}, QAT {qat_iters} iterations of batch {qat_batch}.
+  Absolute PSNR is far below a DIV2K-trained network's; only differences
+  between methods, all trained from the same FP32 checkpoint with the same
+  seed, data order and iterations, are comparable.
+* **One seed.** No repetitions, so differences of a few hundredths of a dB
+  are within run-to-run noise (not measured here).
+* **Storage and BitOPs** are exact for the model that was tested (1920 x 1080
+  output, conventions of `odm_mm/analysis/complexity.py`).
+* **Step times**: compare the interleaved columns when present; the per-run
+  medians "in training" depend on what else ran on the machine at that time.
+"""
+
+
 _DATA = {'folders': 'T91 patches', 'div2k': 'DIV2K',
          'skimage': 'scikit-image photographs'}
 
@@ -435,11 +450,13 @@ def write_report(results: Dict, docs_dir: str,
     if figs:
         md += ['## Figures', '']
         md += [f'![{k}]({rel(v)})' for k, v in figs.items()] + ['']
+    scope = _SCOPE_GENERATOR if p.get('generator') else _SCOPE
     md += ['## What these numbers do and do not show', '',
-           _SCOPE.format(mid=p['mid_channels'], blocks=p['num_blocks'],
-                         fp32_iters=p['fp32_iters'],
-                         data=_DATA.get(p['data'], p['data']),
-                         qat_iters=p['qat_iters'], qat_batch=p['qat_batch'])]
+           scope.format(mid=p['mid_channels'], blocks=p['num_blocks'],
+                        network=network_label(p),
+                        fp32_iters=p['fp32_iters'],
+                        data=_DATA.get(p['data'], p['data']),
+                        qat_iters=p['qat_iters'], qat_batch=p['qat_batch'])]
     if notes:
         md += ['## Notes on this run', '', notes.strip(), '']
     md_path = osp.join(docs_dir, md_name)

@@ -7,7 +7,8 @@ from __future__ import annotations
 
 from typing import Dict, List, Optional
 
-__all__ = ['TARGETS', 'check_targets', 'targets_md']
+__all__ = ['TARGETS', 'SWINIR_TARGETS', 'TARGET_SETS', 'check_targets',
+           'targets_md']
 
 #: (id, description, kind, a, b, threshold): ``a - b >= threshold`` for
 #: kind 'gain' (``a`` may be a list of runs: the best of them per test set),
@@ -37,6 +38,21 @@ TARGETS = [
      'recorded)', 'ratio', 'odm24_w2a2', 'pams_w2a2', 1.5),
 ]
 
+#: Targets of the SwinIR preset (issue: transformer restorers); an optional
+#: 7th element restricts a target to some test sets.
+SWINIR_TARGETS = [
+    ('S1', 'SwinIR ODM W4A4 within 0.3 dB of its FP32 teacher on Set5',
+     'gap', 'odm_w4a4', 'fp32', 0.3, ('Set5', )),
+    ('S2', 'SwinIR ODM W2A2 >= PAMS W2A2 on every set', 'gain', 'odm_w2a2',
+     'pams_w2a2', 0.0),
+    ('S2*', 'best ODM recipe W2A2 (seed, quantizer alone or published) >= '
+     'PAMS W2A2 on every set', 'gain',
+     ['odm_w2a2', 'odm_q_w2a2', 'odm24_w2a2'], 'pams_w2a2', 0.0),
+]
+
+#: ``Preset.targets`` -> its targets.
+TARGET_SETS = {'edsr': TARGETS, 'swinir': SWINIR_TARGETS}
+
 
 def _entry(results: Dict, name: str) -> Optional[Dict]:
     if name == 'fp32':
@@ -53,13 +69,15 @@ def _sets(results: Dict) -> List[str]:
 def check_targets(results: Dict) -> List[Dict]:
     """Evaluate :data:`TARGETS` on every test set (missing runs skipped)."""
     out = []
-    for tid, text, kind, a, b, thr in TARGETS:
+    table = TARGET_SETS[results['preset'].get('targets', 'edsr')]
+    for tid, text, kind, a, b, thr, *only in table:
+        sets = [s for s in _sets(results) if not only or s in only[0]]
         if isinstance(a, list):  # the best of several runs, per test set
             found = [x for x in (_entry(results, n) for n in a) if x]
             ea = dict(metrics={
                 s: max((x['metrics'][s] for x in found
                         if s in x['metrics']), key=lambda m: m['psnr'])
-                for s in _sets(results)
+                for s in sets
                 if any(s in x['metrics'] for x in found)}) if found \
                 else None
         else:
@@ -82,7 +100,7 @@ def check_targets(results: Dict) -> List[Dict]:
                                 thr))
             continue
         per = {}
-        for s in _sets(results):
+        for s in sets:
             pa = ea['metrics'].get(s, {}).get('psnr')
             pb = eb['metrics'].get(s, {}).get('psnr')
             if pa is None or pb is None:

@@ -1,7 +1,7 @@
 """odm_mm: ODM (Hong & Lee) quantization-aware training for mmagic.
 
-The algorithm layer (quantizers, QuantConv, swap, losses, gate, calibration,
-analysis) depends on torch alone. The OpenMMLab glue (registry entries, editor
+The algorithm layer (quantizers, QuantConv, QuantLinear, the quantized window
+attention, swap, losses, gate, calibration, analysis) depends on torch alone. The OpenMMLab glue (registry entries, editor
 model, optim wrapper, hook, datasets) is imported here when mmagic is
 installed, so that ``custom_imports=dict(imports=['odm_mm'])`` registers every
 component. Without mmagic (a bare GPU box, a BasicSR user) the torch-only
@@ -13,7 +13,9 @@ from . import quantizers, layers, swap  # noqa: F401  (torch-only)
 # correction ('odm_wcc') and the baselines ('daq', 'ddtb')
 from . import quantizers_wcc  # noqa: F401,E402
 from . import quantizers_daq, quantizers_ddtb  # noqa: F401,E402
+from .attention import QuantWindowAttention
 from .layers import QuantConv
+from .layers_linear import QuantLinear
 from .swap import swap_convs
 
 HAS_MMAGIC = False
@@ -27,4 +29,5 @@ if HAS_MMAGIC:
     from . import registry  # noqa: F401,E402  (registers the glue)
     from . import ddtb_hook  # noqa: F401,E402  (DDTBCalibHook)
 
-__all__ = ['__version__', 'QuantConv', 'swap_convs', 'HAS_MMAGIC']
+__all__ = ['__version__', 'QuantConv', 'QuantLinear', 'QuantWindowAttention',
+           'swap_convs', 'HAS_MMAGIC']

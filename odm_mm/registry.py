@@ -6,11 +6,16 @@ registers its classes on import (``mmagic.registry.MODELS``, ``HOOKS``,
 """
 from mmagic.registry import MODELS
 
+from .attention import QuantWindowAttention
 from .layers import QuantConv
+from .layers_linear import QuantLinear
 from .losses import SKTLoss, VarianceRegLoss
 from .mismatch import MismatchRegLoss
 
 MODELS.register_module(name='QuantConv', module=QuantConv, force=True)
+MODELS.register_module(name='QuantLinear', module=QuantLinear, force=True)
+MODELS.register_module(name='QuantWindowAttention',
+                       module=QuantWindowAttention, force=True)
 MODELS.register_module(name='VarianceRegLoss', module=VarianceRegLoss,
                        force=True)
 MODELS.register_module(name='SKTLoss', module=SKTLoss, force=True)

@@ -191,3 +191,20 @@ def test_swinir_config_trains_and_tests(tmp_path, tiny_data_root):
         runpy.run_path(argv[0], run_name='__main__')
     metrics = json.loads(out.read_text()) if out.suffix == '.json' else {}
     assert any('Set5' in k and 'PSNR' in k for k in metrics), metrics
+
+
+def test_complexity_table_split_adds_up():
+    """tools/analysis/complexity_swinir.py: the per-kind split of MACs and
+    BitOPs adds up to the totals (nothing counted twice or left out)."""
+    import sys
+    sys.path.insert(0, str(REPO / 'tools' / 'analysis'))
+    from complexity_swinir import FAMILIES, row
+    kw = dict(KW, upscale=4)
+    fp, q = row(32, kw), row(2, kw)
+    for r in (fp, q):
+        assert sum(r['split'][f]['macs'] for f in FAMILIES) == \
+            pytest.approx(r['gmacs'] * 1e9)
+        assert sum(r['split'][f]['bitops'] for f in FAMILIES) == \
+            pytest.approx(r['bitops_t'] * 1e12)
+    assert q['split']['linear']['bitops'] * 256 == \
+        fp['split']['linear']['bitops']  # 2 x 2 bits vs 32 x 32

@@ -242,7 +242,7 @@ class Benchmark:
                 res = dict(res, curve=self.curve(cfg, preset, run_dir, res,
                                                  d['test_root']))
             m = METHODS[method]
-            runs[name] = dict(res, method=method, label=m.label, bits=bits,
+            runs[name] = dict(res, method=method, label=m.label.replace('EDSR', p.model_name), bits=bits,
                               tag=tag, ablation=m.ablation,
                               config=m.config,
                               features=method_features(m.config),

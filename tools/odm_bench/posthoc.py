@@ -34,7 +34,7 @@ from mmengine.config import Config
 
 from odm_mm.calibration import (QuantErrorObserver, observe,
                                 weight_noise_to_signal)
-from odm_mm.layers import QuantConv
+from odm_mm.layers import QuantInputMixin
 
 from .jsonio import dump_json, load_json
 from .pipeline import read_rgb
@@ -47,7 +47,7 @@ class _Probe(QuantErrorObserver):
     on top of the activation quantization error, in the network's own
     (quantized) pass."""
 
-    def __init__(self, conv: QuantConv, quantized: bool) -> None:
+    def __init__(self, conv: QuantInputMixin, quantized: bool) -> None:
         super().__init__(conv)
         self.quantized = quantized
         self.sig: List[float] = []
@@ -80,7 +80,7 @@ def _inputs(data_root: str, scale: int,
     return [x for x in imgs if x.shape[-2] * x.shape[-1] <= max_pixels]
 
 
-def _width(conv: QuantConv) -> float:
+def _width(conv: QuantInputMixin) -> float:
     try:
         return float(conv.act_quantizer.range_width())
     except (NotImplementedError, ValueError):  # a run-time range (DAQ)
@@ -92,7 +92,7 @@ def _measure(model, inputs, quantized: bool = True) -> Dict[str, float]:
     gen = model.generator
     gen.eval()
     convs = [(n, m) for n, m in gen.named_modules()
-             if isinstance(m, QuantConv)]
+             if isinstance(m, QuantInputMixin)]  # convs and Linears
     probes = {n: _Probe(m, quantized) for n, m in convs}
     with observe(convs, fp32=False, observers=probes):
         for x in inputs:

@@ -160,6 +160,8 @@ class Preset:
             ``'detach'``) of methods with L_M.
         gate_mode: If set, the ``CooperativeOptimWrapper.mode`` of methods
             that use it (e.g. ``'similarity_tensor'``).
+        model_name: The network's name in the tables (method labels say
+            ``EDSR-PAMS``, ``EDSR-ODM``; ``'EDSR'`` is replaced by it).
         targets: Which targets the report checks
             (:data:`~odm_bench.targets.TARGET_SETS`: ``'edsr'`` the paper's
             EDSR claims, ``'swinir'`` the transformer issue's).
@@ -218,6 +220,7 @@ class Preset:
     curve_sets: Tuple[str, ...] = ('Set5', 'Set14')
     generator: Optional[dict] = None
     targets: str = 'edsr'
+    model_name: str = 'EDSR'
 
     def to_dict(self) -> dict:
         """JSON-friendly dict of every field."""
@@ -372,7 +375,7 @@ PRESETS: Dict[str, Preset] = {
         fp32_iters=5000, fp32_batch=16, fp32_lr=1e-3, qat_iters=300,
         qat_batch=8, qat_lr=1e-4, gt_patch=96, log_interval=25,
         num_workers=1,  # the on-the-fly bicubic LR costs as much as a step
-        targets='swinir',
+        targets='swinir', model_name='SwinIR',
         runs=(_all(4, ['pams', 'odm_q', 'odm', 'odm24'])
               + _all(2, ['pams', 'odm_q', 'odm', 'odm24'])),
         budget_min=150, sample=('Set14', 'zebra')),

@@ -96,7 +96,7 @@ def table5(results: Dict, bits: int = 2) -> str:
             bo = f'{db:+.4f}T ({pb:+.3f}%)'
         else:
             st, bo = f'{c["storage_k"]:.1f}K', f'{c["bitops_t"]:.2f}T'
-        label = f'{m.ablation} {m.label}'.strip()
+        label = f'{m.ablation} {e["label"]}'.strip()
         cells = [label, 'yes' if f['coop'] else '-',
                  'yes' if f['var_loss'] else '-',
                  'yes' if f['offsets'] else '-',

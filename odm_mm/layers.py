@@ -46,8 +46,8 @@ import torch
 from torch import Tensor, nn
 
 from .mismatch import mismatch
-from .quantizers import (check_bits, fake_quant, quantizer_classes,
-                         weight_options)
+from .quantizers import (act_options, check_bits, fake_quant,
+                         quantizer_classes, weight_options)
 
 __all__ = ['QuantConv', 'quantize_offset', 'feature_std']
 
@@ -103,6 +103,8 @@ class QuantConv(nn.Conv2d):
         percentile_j: j for the percentile weight range of ``'odm'``.
         weight_cfg: Further keyword arguments of the method's weight
             quantizer (e.g. ``gamma_init`` of ``'odm_wcc'``).
+        act_cfg: Further keyword arguments of the method's activation
+            quantizer (e.g. ``sigma_bits`` of ``'daq'``).
         offset_bits: Bit-width of S_mu and S_sigma (paper: 4; 32 = float).
         std_mode: ``'tensor'`` or ``'sample'``, see :func:`feature_std`.
     """
@@ -123,6 +125,7 @@ class QuantConv(nn.Conv2d):
                  method: str = 'odm',
                  percentile_j: float = 1.0,
                  weight_cfg: Optional[dict] = None,
+                 act_cfg: Optional[dict] = None,
                  offset_bits: int = 4,
                  std_mode: str = 'tensor',
                  device: Optional[torch.device] = None,
@@ -137,15 +140,21 @@ class QuantConv(nn.Conv2d):
                              f'{std_mode!r}')
         self.method = method
         self.offset_bits, self.std_mode = offset_bits, std_mode
-        self.act_quantizer = act_cls(a_bits, in_channels=in_channels)
+        act_cfg = dict(act_cfg or {})
+        for key, cfg, allowed, cls in (
+                ('act_cfg', act_cfg, act_options(method), act_cls),
+                ('weight_cfg', dict(weight_cfg or {}),
+                 weight_options(method), weight_cls)):
+            unknown = sorted(set(cfg) - set(allowed))
+            if unknown:
+                kind = 'activation' if key == 'act_cfg' else 'weight'
+                raise ValueError(
+                    f'{key} {unknown} is not an option of the {kind} '
+                    f'quantizer of method {method!r} ({cls.__name__}); it '
+                    f'takes {allowed or "no options"}')
+        self.act_quantizer = act_cls(a_bits, in_channels=in_channels,
+                                     **act_cfg)
         weight_cfg = dict(weight_cfg or {})
-        allowed = weight_options(method)
-        unknown = sorted(set(weight_cfg) - set(allowed))
-        if unknown:
-            raise ValueError(
-                f'weight_cfg {unknown} is not an option of the weight '
-                f'quantizer of method {method!r} ({weight_cls.__name__}); it '
-                f'takes {allowed or "no options"}')
         self.weight_quantizer = weight_cls(w_bits, percentile_j=percentile_j,
                                            **weight_cfg)
         factory = dict(device=device, dtype=dtype)
@@ -258,6 +267,7 @@ class QuantConv(nn.Conv2d):
         if self.record_std and self.training:
             self.feature_std = feature_std(x, self.std_mode)
         if not self.quant_enabled:
+            self.act_quantizer.note_input(x)
             return self._conv_forward(x, self.weight, self.bias)
         x_q = self.act_quantizer(x)
         if self.mismatch_target is not None and self.training:

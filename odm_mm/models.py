@@ -64,7 +64,7 @@ FEATURE_MODULES = {
 }
 FEATURE_TAPS = ('input', 'output')
 QUANT_KEYS = ('w_bits', 'a_bits', 'method', 'percentile_j', 'weight_cfg',
-              'offset_bits', 'std_mode')
+              'act_cfg', 'offset_bits', 'std_mode')
 #: Regularisation losses: handed to the optim wrapper apart from L_R.
 REG_LOSSES = ('loss_var', 'loss_mismatch')
 OTHER_QUANT_KEYS = ('patterns', 'mode', 'exclude', 'skip_bits')

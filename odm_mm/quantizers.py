@@ -61,7 +61,7 @@ __all__ = [
     'IntegerForm', 'Quantizer', 'ActQuantizerBase', 'ActQuantizer',
     'WeightQuantizer', 'PAMSActQuantizer', 'PAMSWeightQuantizer',
     'check_bits', 'QUANTIZERS', 'register_quantizer', 'quantizer_classes',
-    'weight_options',
+    'weight_options', 'act_options',
     'eq1_integer_form', 'eq1_codes', 'eq1_dequantize'
 ]
 
@@ -298,6 +298,12 @@ class ActQuantizerBase(Quantizer):
         re-calibration, ``OffsetHook(recalib_interval)``). Default: not
         supported, nothing changes; returns whether it moved."""
         return False
+
+    def note_input(self, x: Tensor) -> None:
+        """Called with the input instead of :meth:`forward` while
+        quantization is switched off (calibration, the complexity probe):
+        lets a quantizer record what its cost depends on (DAQ: its branch).
+        Default: nothing."""
 
     def codes(self, t: Tensor) -> Tensor:  # noqa: D102
         return self._codes(t.detach())
@@ -601,6 +607,15 @@ def weight_options(name: str) -> List[str]:
     import inspect
     params = inspect.signature(quantizer_classes(name)[1]).parameters
     return sorted(set(params) - {'bits', 'percentile_j'})
+
+
+def act_options(name: str) -> List[str]:
+    """The options (``act_cfg`` keys) the activation quantizer of method
+    ``name`` takes besides ``bits``, ``eps`` and ``in_channels`` (e.g.
+    DAQ's ``sigma_bits``)."""
+    import inspect
+    params = inspect.signature(quantizer_classes(name)[0]).parameters
+    return sorted(set(params) - {'bits', 'eps', 'in_channels'})
 
 
 def quantizer_classes(name: str

@@ -236,8 +236,14 @@ class Benchmark:
                              d['data_root'], d['train_folder'],
                              d['test_root'],
                              self.test_sets(preset, d['test_root']))
-            res = run_training(cfg, osp.join(run_dir, 'result.json'),
-                               self._after(run_dir, lr_path))
+            if METHODS[method].qat:
+                res = run_training(cfg, osp.join(run_dir, 'result.json'),
+                                   self._after(run_dir, lr_path))
+            else:  # training-free: the FP32 checkpoint, quantized
+                cfg.work_dir = run_dir
+                res = test_only(cfg, ckpt, osp.join(run_dir, 'result.json'),
+                                self._after(run_dir, lr_path))
+                res = dict(res, training_free=True)
             if curve_points(preset) and 'curve' not in res:  # (seeded)
                 res = dict(res, curve=self.curve(cfg, preset, run_dir, res,
                                                  d['test_root']))

@@ -46,6 +46,7 @@ from torch import Tensor, nn
 
 from .fullquant import SkipQuantizer
 from .layers import QuantConv, quantize_offset
+from .placement import ActSite
 from .quantizers import percentile_range
 
 __all__ = ['LayerStats', 'FeatureObserver', 'observe', 'calibrate',
@@ -170,8 +171,9 @@ def calibrate(model: nn.Module, batches: Iterable,
               percentile_j: float = 1.0) -> Dict[str, LayerStats]:
     """Run ``batches`` through the FP32 model and measure every quantizer.
 
-    Measures every QuantConv input and every skip connection quantized by
-    :func:`odm_mm.fullquant.quantize_skips`.
+    Measures every QuantConv input, every skip connection quantized by
+    :func:`odm_mm.fullquant.quantize_skips` and every placement site
+    (:class:`odm_mm.placement.ActSite`).
 
     Args:
         model: Network containing QuantConv layers.
@@ -183,7 +185,7 @@ def calibrate(model: nn.Module, batches: Iterable,
         ``{layer name: LayerStats}`` in module order.
     """
     convs = [(n, m) for n, m in model.named_modules()
-             if isinstance(m, (QuantConv, SkipQuantizer))]
+             if isinstance(m, (QuantConv, SkipQuantizer, ActSite))]
     if not convs:
         raise ValueError('calibrate: the model has no QuantConv layer')
     forward = forward or (lambda mdl, b: mdl(b))
@@ -263,17 +265,23 @@ def apply_calibration(model: nn.Module, stats: Dict[str, LayerStats],
     """Initialise bounds and enable the selected offsets, in place.
 
     Also records the choice in ``stats`` (``shift``/``scale`` fields).
-    Skip-connection quantizers (:mod:`odm_mm.fullquant`) get their bounds
-    and take no part in the offset selection. The offsets start at the
+    Skip-connection quantizers (:mod:`odm_mm.fullquant`) and placement
+    sites (:mod:`odm_mm.placement`) get their bounds and take no part in the
+    offset selection. The offsets start at the
     identity (see :func:`init_offsets_from_stats` for the alternative).
     """
     skips = [n for n in stats
              if isinstance(model.get_submodule(n), SkipQuantizer)]
+    sites = [n for n in stats
+             if isinstance(model.get_submodule(n), ActSite)]
     if init_bounds:
         for name in skips:
             model.get_submodule(name).init_from_range(stats[name].lower,
                                                       stats[name].upper)
-    names = [n for n in stats if n not in skips]
+        for name in sites:
+            model.get_submodule(name).act_quantizer.init_from_stats(
+                stats[name])
+    names = [n for n in stats if n not in skips and n not in sites]
     sel_mu, sel_sig = select_offsets([stats[n].m_mu for n in names],
                                      [stats[n].m_sigma for n in names],
                                      ratio, shift, scale, policy)
@@ -354,7 +362,7 @@ def calibrate_model(model: nn.Module, batches: List,
         again = calibrate(model, batches, forward, percentile_j)
         for name, st in again.items():
             conv = model.get_submodule(name)
-            if isinstance(conv, QuantConv):
+            if isinstance(conv, (QuantConv, ActSite)):
                 conv.act_quantizer.init_from_stats(st)
             else:
                 conv.init_from_range(st.lower, st.upper)

@@ -45,6 +45,7 @@ from mmengine.logging import HistoryBuffer
 from torch import Tensor
 
 from .fullquant import skip_quantizers
+from .placement import act_sites
 from .swap import quant_convs
 
 __all__ = ['read_fp32_state', 'load_fp32_generator',
@@ -159,7 +160,8 @@ def load_fp32_generator(generator: torch.nn.Module,
                         state: Dict[str, Tensor], source: str = '') -> None:
     """Load FP32 weights into a (possibly swapped) generator, strictly.
 
-    The QuantConv extras (bounds, offsets, flags) may be absent; every other
+    The QuantConv extras (bounds, offsets, flags), skip quantizers and
+    placement sites (:mod:`odm_mm.placement`) may be absent; every other
     key must match. Raises one ValueError naming the first offending keys.
     """
     own = generator.state_dict()
@@ -167,7 +169,7 @@ def load_fp32_generator(generator: torch.nn.Module,
     for name, m in quant_convs(generator):
         extra.update(f'{name}.{k}' for k in m.state_dict()
                      if k not in ('weight', 'bias'))
-    for name, m in skip_quantizers(generator):
+    for name, m in skip_quantizers(generator) + act_sites(generator):
         extra.update(f'{name}.{k}' for k in m.state_dict())
     required = set(own) - extra
     missing = sorted(required - set(state))

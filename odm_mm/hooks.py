@@ -121,6 +121,20 @@ class OffsetHook(Hook):
         model = runner.model
         return model.module if is_model_wrapper(model) else model
 
+    def calibration_passes(self, runner=None) -> int:
+        """Forward passes :meth:`before_train` runs (progress display):
+        the calibration, the re-measurement of ``offset_init='stats'`` and
+        the quantization error, ``num_batches`` each."""
+        return (4 if self.offset_init == 'stats' else 3) * self.num_batches
+
+    def _private_loader(self, runner):
+        loader = runner.train_dataloader
+        gen = torch.Generator().manual_seed(self.seed + get_rank())
+        return torch.utils.data.DataLoader(
+            loader.dataset, batch_size=loader.batch_size, shuffle=True,
+            generator=gen, num_workers=0, collate_fn=loader.collate_fn,
+            drop_last=False)
+
     def _batches(self, runner, model) -> List[torch.Tensor]:
         """``num_batches`` training batches from a private loader.
 
@@ -130,14 +144,8 @@ class OffsetHook(Hook):
         uninterrupted one. The private loader draws from the same dataset
         and pipeline with a fixed-seed shuffle, in the main process.
         """
-        loader = runner.train_dataloader
-        gen = torch.Generator().manual_seed(self.seed + get_rank())
-        private = torch.utils.data.DataLoader(
-            loader.dataset, batch_size=loader.batch_size, shuffle=True,
-            generator=gen, num_workers=0, collate_fn=loader.collate_fn,
-            drop_last=False)
         out = []
-        for data in private:
+        for data in self._private_loader(runner):
             data = model.data_preprocessor(data, True)
             out.append(data['inputs'])
             if len(out) >= self.num_batches:

@@ -12,6 +12,7 @@ behaviour, so callers never branch on a method name:
   ``integer_form(t)`` (:class:`IntegerForm`: ``t_q = offset + (code - zero)
   * scale``, the clip range, the named float parameters a runtime stores);
 * ``range_values``: how many float values store its range (storage figure);
+* ``aux_loss()``: an optional extra training loss (DDTB's first stage);
 * optional learnable weight state: ``init_from_weight(w)`` (calibration),
   ``reg_free_parameters()`` (learned from the reconstruction loss alone)
   and ``summary()`` (scalars the recorder logs), e.g. the clipping
@@ -242,6 +243,13 @@ class Quantizer(nn.Module):
         """Learned scalars worth logging (e.g. a clipping factor);
         default none."""
         return {}
+
+    def aux_loss(self) -> Optional[Tensor]:
+        """An extra training loss of this quantizer from its last forward
+        call (e.g. DDTB's first-stage gate loss), consumed by the model
+        (``loss_quant_aux``: the mean over the quantizers that return one);
+        default None."""
+        return None
 
     def codes(self, t: Tensor) -> Tensor:
         """Integer codes in ``[0, levels - 1]`` (float dtype) of ``t``."""

@@ -108,7 +108,8 @@ class QATRecorderHook(Hook):
 
     def _bounds(self, runner) -> Dict[str, float]:
         """Mean activation range width."""
-        widths = list(self._widths(runner).values())
+        # quantizers without a range of their own report NaN
+        widths = [w for w in self._widths(runner).values() if w == w]
         return {'range_width': sum(widths) / len(widths)} if widths else {}
 
     def _record_start_widths(self, runner) -> None:

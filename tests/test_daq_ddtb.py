@@ -469,9 +469,25 @@ def test_ddtb_calib_hook_selects_once(monkeypatch):
             m.act_quantizer.initialized.fill_(True)
 
     batches = [torch.rand(1, 2, 3, 3) * s for s in (1, 3, 9)]
+    model.data_preprocessor = lambda data, training: data
     monkeypatch.setattr(OffsetHook, 'before_train', calibrated)
-    monkeypatch.setattr(DDTBCalibHook, '_batches', lambda s, r, m: batches)
-    hook = DDTBCalibHook(dynamic_ratio=0.5)
+    # the private loader's epoch: three batches
+    monkeypatch.setattr(DDTBCalibHook, '_private_loader',
+                        lambda s, r: [dict(inputs=b) for b in batches])
+    with pytest.raises(ValueError, match='dynamic_batches'):
+        DDTBCalibHook(dynamic_batches=0)
+    with pytest.raises(ValueError, match='first_stage'):
+        DDTBCalibHook(first_stage=1.0)
+    # one batch: no variance anywhere, the first two layers (module order)
+    one = DDTBCalibHook(dynamic_ratio=0.5, dynamic_batches=1)
+    assert one.calibration_passes(None) == 3 * 8
+    one.before_train(SimpleNamespace(model=model))
+    assert [m.act_quantizer._dynamic for _, m in model.quant_layers()] == \
+        [True, True, False, False]
+    for _, m in model.quant_layers():
+        m.act_quantizer.initialized.fill_(False)
+    hook = DDTBCalibHook(dynamic_ratio=0.5)  # default: one epoch
+    assert hook.calibration_passes(SimpleNamespace()) == 3 * 8 + 2 * 3
     assert (hook.shift, hook.scale) == (False, False)
     state = torch.get_rng_state(), random.getstate()
     hook.before_train(SimpleNamespace(model=model))

@@ -36,6 +36,14 @@ the activation quantizer's ``runtime_bitops_terms((C_in, H, W))`` --
 DAQ's run-time statistics -- is added to the conv's BitOPs (reported as
 ``quantizer_bitops``).
 
+Placement sites (:class:`odm_mm.placement.ActSite`: an activation
+quantizer outside a conv, e.g. DDTB's quantized skip paths) are counted like
+a quantized conv's activation quantizer: their parameters at
+``param_storage_bits``, their ``runtime_bitops_terms`` at their input's
+resolution. A conv whose input sums ``k`` quantized tensors (its activation
+quantizer's ``input_terms``, e.g. EDSR's conv1 under DDTB's official
+placement) costs ``k`` integer convs.
+
 Extension point: a module (outside quantized convs) that defines
 ``bitops_terms(inputs, output) -> Iterable[(ops, bits_a, bits_b)]`` is
 counted with those terms (ops at the probe resolution, scaled to the target
@@ -81,6 +89,13 @@ def _enabled_offsets(m: nn.Module) -> List[Tensor]:
     return out
 
 
+def _is_site(m: nn.Module) -> bool:
+    """An activation quantizer outside a conv (a placement's site,
+    :class:`odm_mm.placement.ActSite`): has ``act_quantizer``, no conv."""
+    return (hasattr(m, 'act_quantizer') and hasattr(m, 'quant_enabled')
+            and not isinstance(m, (nn.modules.conv._ConvNd, nn.Linear)))
+
+
 def _is_skip(m: nn.Module) -> bool:
     if hasattr(m, 'bitops_terms'):
         return True
@@ -115,6 +130,9 @@ def _storage_rows(model: nn.Module,
         if is_quant_conv(m):
             quant_names.append(name)
             kind = 'qconv'
+        elif _is_site(m):
+            quant_names.append(name)
+            kind = 'site'
         elif isinstance(m, nn.modules.conv._ConvNd):
             kind = 'conv'
         elif isinstance(m, nn.Linear):
@@ -124,7 +142,7 @@ def _storage_rows(model: nn.Module,
         else:
             kind = 'params'
         row = LayerComplexity(name=name, type=type(m).__name__, kind=kind)
-        params = (m.named_parameters() if kind == 'qconv' else
+        params = (m.named_parameters() if kind in ('qconv', 'site') else
                   m.named_parameters(recurse=False))
         active = _quant_active(m)
         offsets = {id(p) for p in _enabled_offsets(m)} if kind == 'qconv' \
@@ -142,11 +160,12 @@ def _storage_rows(model: nn.Module,
                 row.offset_storage_bits += p.numel() * bits
             elif kind == 'qconv' and pname == 'weight' and active:
                 bits = m.w_bits
-            elif kind == 'qconv' and _quantizer_bits(m, pname) is not None:
+            elif kind in ('qconv', 'site') and \
+                    _quantizer_bits(m, pname) is not None:
                 bits = _quantizer_bits(m, pname)
                 if bits == 0:
                     continue  # not stored (e.g. an unused gate)
-                bits = bits if active else FP_BITS
+                bits = bits if active or kind == 'site' else FP_BITS
             else:
                 bits = FP_BITS
             row.params += p.numel()
@@ -200,7 +219,8 @@ class _Probe:
             handles.append(modules[name].register_forward_hook(
                 self._hook(name)))
         for m in self.model.modules():
-            if is_quant_conv(m):  # plain float conv: same shapes, no stats
+            # plain float conv / site: same shapes, no stats
+            if is_quant_conv(m) or _is_site(m):
                 saved.append((m, getattr(m, 'quant_enabled', True),
                               getattr(m, 'observer', None)))
                 m.quant_enabled = False
@@ -275,8 +295,10 @@ def _count_ops(row: LayerComplexity, m: nn.Module, calls: List[Tuple],
                 macs = c_out * pix_out * (c_in // m.groups) * k
             row.out_shape = (c_out, *out_sp)
             row.macs += macs
-            row.bitops += 2 * macs * wb * ab
             quant = getattr(m, 'act_quantizer', None)
+            # an input summing k quantized tensors: k integer convs
+            terms = int(getattr(quant, 'input_terms', 1)) if active else 1
+            row.bitops += 2 * macs * wb * ab * terms
             if row.kind == 'qconv' and active and \
                     hasattr(quant, 'runtime_bitops_terms'):
                 extra = sum(int(o) * int(ba) * int(bb) for o, ba, bb in
@@ -289,6 +311,17 @@ def _count_ops(row: LayerComplexity, m: nn.Module, calls: List[Tuple],
                 off = n_off * c_in * pix_in * ob * FP_BITS
                 row.offset_bitops += off
                 row.bitops += off
+            continue
+        if row.kind == 'site':  # the quantizer's run-time work
+            row.a_bits = m.act_quantizer.bits
+            spatial = [round(s * r) for s, r in zip(in_shape[2:], ratio)]
+            row.out_shape = (in_shape[1], *spatial)
+            if getattr(m, 'quant_enabled', True):
+                extra = sum(int(o) * int(ba) * int(bb) for o, ba, bb in
+                            m.act_quantizer.runtime_bitops_terms(
+                                (in_shape[1], *spatial)))
+                row.quantizer_bitops += extra
+                row.bitops += extra
             continue
         # non-conv: scale element counts by the pixel ratio of the output
         pix = ratio[0] * ratio[1] if len(out_shape) >= 4 else Fraction(1)

@@ -184,9 +184,11 @@ def test_daq_from_fp32_checkpoint_equals_the_official_rule():
     config with the FP32 weights loaded, no calibration, no QAT."""
     pytest.importorskip('mmagic.models.editors')
     from mmengine.config import Config
+    from mmengine.registry import init_default_scope
     from mmagic.registry import MODELS
     from odm_mm.checkpoint import load_fp32_generator
-    cfg = Config.fromfile('configs/daq/edsr_x4_w2a2.py')
+    init_default_scope('mmagic')
+    cfg = Config.fromfile(str(REPO / 'configs' / 'daq' / 'edsr_x4_w2a2.py'))
     gen_cfg = dict(cfg.model.generator, mid_channels=8, num_blocks=2)
     torch.manual_seed(0)
     fp32 = MODELS.build(gen_cfg)

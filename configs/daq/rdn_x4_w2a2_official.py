@@ -1,6 +1,6 @@
 _base_ = ['./rdn_x4_w2a2.py']
 
-experiment_name = 'daq_rdn_x4_w2a2_official'
+experiment_name = 'daq_official_rdn_x4_w2a2'
 work_dir = f'./work_dirs/{experiment_name}'
 
 # DAQ's official RDN placement (DAQ-pytorch src/model/rdn.py): only the

@@ -1,6 +1,6 @@
 _base_ = ['./edsr_x4_w4a4.py']
 
-experiment_name = 'ddtb_edsr_x4_w4a4_official'
+experiment_name = 'ddtb_official_edsr_x4_w4a4'
 work_dir = f'./work_dirs/{experiment_name}'
 
 # DDTB as its authors ran it (zysxmu/DDTB model/edsr.py,

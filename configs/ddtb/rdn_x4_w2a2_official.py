@@ -1,6 +1,6 @@
 _base_ = ['./rdn_x4_w2a2.py']
 
-experiment_name = 'ddtb_rdn_x4_w2a2_official'
+experiment_name = 'ddtb_official_rdn_x4_w2a2'
 work_dir = f'./work_dirs/{experiment_name}'
 
 # DDTB as its authors ran it (zysxmu/DDTB model/rdn.py): the RDB input

@@ -22,7 +22,9 @@ behaviour, so callers never branch on a method name:
   parameters in a deployed model, 0 = not stored; default 32) and
   ``runtime_bitops_terms(input_shape)`` (``(ops, bits_a, bits_b)`` of the
   work it does per image besides rounding, e.g. run-time statistics;
-  default none), both asked by :mod:`odm_mm.analysis.complexity`;
+  default none) and ``extra_range_values()`` (weight ranges of its own
+  sub-quantizers, e.g. DDTB's gate), asked by
+  :mod:`odm_mm.analysis.complexity`;
 * ``has_integer_form``: False where the range depends on the input at run
   time (``integer_form`` then raises one ValueError saying why, so export
   refuses the model with that message);
@@ -214,6 +216,12 @@ class Quantizer(nn.Module):
         parameter ``name`` (relative to the quantizer, e.g. ``'lower'``);
         0 = not stored (unused). Default: 32 (float)."""
         return 32
+
+    def extra_range_values(self) -> int:
+        """Float range values of weight quantizers this quantizer owns
+        and uses (e.g. the max|w| of a DDTB gate's two matrices), stored
+        with the weight ranges (``count_weight_ranges``). Default 0."""
+        return 0
 
     def runtime_bitops_terms(self, input_shape: Tuple[int, ...]
                              ) -> List[Tuple[int, int, int]]:

@@ -306,6 +306,12 @@ class DDTBActQuantizer(ActQuantizerBase):
             return 0
         return self.gate_bits if name.startswith('gate.weight') else 32
 
+    def extra_range_values(self) -> int:
+        """Dynamic layers: the max|w| of the gate's two weight matrices."""
+        if not self._dynamic:
+            return 0
+        return self.gate.wq1.range_values + self.gate.wq2.range_values
+
     def runtime_bitops_terms(self, input_shape: Tuple[int, ...]
                              ) -> List[Tuple[int, int, int]]:
         """Dynamic layers: the average pool (one 32-bit add per input

@@ -347,3 +347,36 @@ def test_progress_counts_the_ddtb_calibration(monkeypatch):
                           6 + 2 * 3)):
         runner = SimpleNamespace(model=model, hooks=[hook])
         assert prog._calibration_passes(runner) == passes
+
+
+def test_one_convention_for_every_method():
+    """Storage under ``count_weight_ranges=True`` (docs/complexity.md, "One
+    convention"): every float a deployed model stores, counted by hand."""
+    from odm_mm.ddtb_hook import DDTBCalibHook
+    from odm_mm.swap import swap_convs
+    fp = sum(p.numel() for p in _edsr(64, 16).parameters())
+    body_w = 32 * 64 * 64 * 9
+    base = (fp - body_w) * 32 + body_w * 2  # weights only
+    gate = (32 * 64 + 2 * 32) * 2 + 64 * 32 + 2 * 32  # + its 2 max|w|
+
+    def count(method, placement=None):
+        net = _edsr(64, 16)
+        if placement:
+            apply_placement(net, placement, method=method, w_bits=2,
+                            a_bits=2)
+        else:
+            swap_convs(net, method=method, w_bits=2, a_bits=2)
+        if method == 'ddtb':
+            DDTBCalibHook(dynamic_ratio=0.3).nominal_choice(net)
+        return count_complexity(net, probe_size=4,
+                                count_weight_ranges=True).storage_bits
+
+    # PAMS: alpha + max|w|; ODM: 2 bounds + 2 weight percentiles; DAQ: the
+    # weight std; DDTB: 2 bounds + 2 weight percentiles + 9 gates
+    assert count('pams') == base + 32 * (1 + 1) * 32
+    assert count('odm') == base + 32 * (2 + 2) * 32
+    assert count('daq') == base + 32 * 1 * 32
+    assert count('ddtb') == base + 32 * (2 + 2) * 32 + 9 * gate
+    # official placement: 48 x 2 bounds, 32 weight ranges, 14 gates
+    assert count('ddtb', 'ddtb_official') == \
+        base + 48 * 2 * 32 + 32 * 2 * 32 + 14 * gate

@@ -12,7 +12,10 @@ derivation and the residual mismatches are in ``docs/complexity.md``):
   counted. Reported in "K" = bits / 32 / 1000 (thousands of 32-bit values).
   ``count_weight_ranges=True`` adds the weight quantization range each
   quantized layer implies at deployment (2 values for ODM's percentile range,
-  1 for PAMS's max|w|), not counted by default.
+  1 for PAMS's max|w|, 1 for DAQ's std, 2 for DDTB's percentile range, and a
+  quantizer's ``extra_range_values()``, e.g. the 2 max|w| of a DDTB gate):
+  the one convention under which docs/complexity.md compares the methods;
+  off by default (the benchmark's figures).
 * **MACs** of a convolution = output elements x (C_in / groups x k_h x k_w);
   bias additions, activations, additions and pixel shuffles are free.
 * **BitOPs** = 2 x MACs x b_w x b_a (one multiply and one add per MAC, each
@@ -176,6 +179,12 @@ def _storage_rows(model: nn.Module,
                 n = m.weight_quantizer.range_values
                 row.params += n
                 row.storage_bits += n * FP_BITS
+        if count_weight_ranges and (kind == 'site' or (
+                kind == 'qconv' and active)):
+            extra = getattr(m.act_quantizer, 'extra_range_values', None)
+            n = int(extra()) if callable(extra) else 0
+            row.params += n
+            row.storage_bits += n * FP_BITS
         if kind != 'params' or row.params:
             rows[name] = row
     return rows

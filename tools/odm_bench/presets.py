@@ -26,6 +26,7 @@ key            config                                           Table 5
 ``daq_free``   ``configs/daq/edsr_x4_w2a2.py``, no QAT          (Table 1)
 ``daq_std8``   ``configs/daq/edsr_x4_w2a2_std8.py``             -
 ``ddtb_off``   ``configs/ddtb/edsr_x4_w2a2_official.py``        (Table 1)
+``ddtb_place`` ``configs/ddtb/edsr_x4_w2a2_placement.py``       -
 ``mr_coop``    ``configs/odm_eccv24/ablation/..._b_coop_mr.py``   v2 (b)
 ``wcc``        ``configs/odm_eccv24/ablation/..._c_wcc.py``       v2 (c)
 ``wcc_mr_plain`` ``configs/odm_eccv24/ablation/..._d_wcc_naive_mr.py``  v2 (d)
@@ -94,6 +95,9 @@ METHODS: Dict[str, Method] = {m.key: m for m in [
            'configs/daq/edsr_x4_w2a2_std8.py'),
     Method('ddtb_off', 'EDSR-DDTB official placement',
            'configs/ddtb/edsr_x4_w2a2_official.py'),
+    # the official placement alone (no first stage, gate starting at 1)
+    Method('ddtb_place', 'EDSR-DDTB official placement only',
+           'configs/ddtb/edsr_x4_w2a2_placement.py'),
     # the published version (ECCV 2024), its Table 5 rows
     Method('mr_coop', 'ODM-24 coop. mismatch reg.', _AB24 + 'b_coop_mr.py',
            'v2 (b)'),
@@ -362,8 +366,8 @@ PRESETS: Dict[str, Preset] = {
               + _all(4, ['daq', 'ddtb'])
               + _all(2, ['wcc', 'mr_coop', 'wcc_mr_plain', 'odm24'])
               + _all(4, ['wcc', 'odm24'])
-              + _all(2, ['daq_free', 'daq_std8', 'ddtb_off'])
-              + _all(4, ['daq_free', 'ddtb_off'])),
+              + _all(2, ['daq_free', 'daq_std8', 'ddtb_off', 'ddtb_place'])
+              + _all(4, ['daq_free', 'daq_std8', 'ddtb_off'])),
         sweep=_EDSR_SWEEP, optional_test_sets=('Urban100',),
         budget_min=150),
 }

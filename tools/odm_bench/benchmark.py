@@ -256,7 +256,8 @@ class Benchmark:
                                          .items() if v != p.to_dict()[k]})
         speed_path = osp.join(self.work_dir, 'step_times.json')
         plain = {n: osp.join(self.work_dir, 'runs', n) for n, r in
-                 runs.items() if not r['tag']}
+                 runs.items()
+                 if not r['tag'] and not r.get('training_free')}
         speed = load_json(speed_path) if osp.isfile(speed_path) else {}
         if self.speed and plain and set(plain) - set(speed):
             print_log('[bench] interleaved step-time measurement of '

@@ -11,7 +11,8 @@ channel c of the feature ``x`` (shape ``(N, C, H, W)``):
 
 1. run-time statistics over the H x W pixels: ``mu_nc`` and ``sigma_nc``
    (unbiased std); after a ReLU (the "non-negative" branch of the official
-   code) over the positive pixels instead, ``mu = sum(x) / (P + 1)``,
+   code, taken when ``x.min() == 0``, decided at every call as official)
+   over the positive pixels instead, ``mu = sum(x) / (P + 1)``,
    ``sigma^2 = sum(x^2) / (P + 1) - mu^2`` with P the positive count;
 2. the channel sigmas of each image are themselves quantized to
    ``sigma_bits`` (official ``--quantize_quantization``, 4 for EDSR):
@@ -283,9 +284,10 @@ class DAQActQuantizer(ActQuantizerBase):
     def runtime_bitops_terms(self, input_shape: Tuple[int, ...]
                              ) -> List[Tuple[int, int, int]]:
         """32-bit operations per element of the input (docs/complexity.md),
-        for the branch of the last call (:attr:`nonneg`): signed branch 8 (mean: 1 add; two-pass std: subtract, square, add;
-        normalise: subtract mean, divide by the step; de-normalise: multiply
-        by the step, add the mean); non-negative branch 6 (positive count,
+        for the branch of the last call (:attr:`nonneg`): signed branch 8
+        (mean: 1 add; two-pass std: subtract, square, add; normalise:
+        subtract mean, divide by the step; de-normalise: multiply by the
+        step, add the mean); non-negative branch 6 (positive count,
         sum, sum of squares: 4; divide and multiply by the step: 2).
         Per-channel work (C values per image) is not counted."""
         n = math.prod(int(s) for s in input_shape)

@@ -104,12 +104,15 @@ class QATRecorderHook(Hook):
         model = self._model(runner)
         layers = model.quant_layers() if hasattr(model, 'quant_layers') \
             else []
-        return {n: float(m.act_quantizer.range_width().detach()) for n, m in layers}
+        widths = {n: float(m.act_quantizer.range_width().detach())
+                  for n, m in layers}
+        # convs that leave their input alone (a placement's QuantizedInput)
+        # have no range of their own: NaN, left out
+        return {n: w for n, w in widths.items() if w == w}
 
     def _bounds(self, runner) -> Dict[str, float]:
         """Mean activation range width."""
-        # quantizers without a range of their own report NaN
-        widths = [w for w in self._widths(runner).values() if w == w]
+        widths = list(self._widths(runner).values())
         return {'range_width': sum(widths) / len(widths)} if widths else {}
 
     def _record_start_widths(self, runner) -> None:

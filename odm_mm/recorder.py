@@ -28,6 +28,8 @@ from mmengine.model import is_model_wrapper
 
 from mmagic.registry import HOOKS
 
+from .placement import act_sites
+
 __all__ = ['QATRecorderHook']
 
 
@@ -104,6 +106,8 @@ class QATRecorderHook(Hook):
         model = self._model(runner)
         layers = model.quant_layers() if hasattr(model, 'quant_layers') \
             else []
+        if hasattr(model, 'generator'):  # a placement's sites too
+            layers = layers + act_sites(model.generator)
         widths = {n: float(m.act_quantizer.range_width().detach())
                   for n, m in layers}
         # convs that leave their input alone (a placement's QuantizedInput)

@@ -93,7 +93,7 @@ METHODS: Dict[str, Method] = {m.key: m for m in [
            'configs/daq/edsr_x4_w2a2.py', qat=False),
     Method('daq_std8', 'EDSR-DAQ 8-bit sigmas',
            'configs/daq/edsr_x4_w2a2_std8.py'),
-    Method('ddtb_off', 'EDSR-DDTB official placement',
+    Method('ddtb_off', 'EDSR-DDTB official (placement + first stage)',
            'configs/ddtb/edsr_x4_w2a2_official.py'),
     # the official placement alone (no first stage, gate starting at 1)
     Method('ddtb_place', 'EDSR-DDTB official placement only',

@@ -37,6 +37,7 @@ from mmagic.registry import HOOKS
 
 from .calibration import OFFSET_INITS, OFFSET_POLICIES, LayerStats, \
     calibrate_model, observe, offset_table, quantization_error
+from .placement import act_sites
 
 __all__ = ['OffsetHook']
 
@@ -179,6 +180,10 @@ class OffsetHook(Hook):
                 offset_init=self.offset_init, policy=self.offset_policy)
             if get_world_size() > 1:
                 self._broadcast(convs, stats)
+                # a placement's sites (odm_mm.placement): rank 0's bounds
+                for _, site in act_sites(model.generator):
+                    for t in site.act_quantizer.parameters():
+                        broadcast(t.data, src=0)
             errors = quantization_error(model.generator, batches)
         finally:
             random.setstate(states[0])

@@ -41,6 +41,7 @@ from typing import Any, Optional
 
 from torch import Tensor, nn
 
+from .act_site import ActSite
 from .layers_linear import check_token_method
 from .quantizers import quantizer_classes
 
@@ -59,56 +60,28 @@ def is_window_attention(module: nn.Module) -> bool:
             and all(hasattr(module, a) for a in _ATTRS))
 
 
-class QuantAct(nn.Module):
-    """One activation quantization point (no weight): a matmul operand.
+class QuantAct(ActSite):
+    """One matmul operand's quantization point: an
+    :class:`~odm_mm.act_site.ActSite` with the method's activation quantizer.
 
-    Has the switches of :class:`~odm_mm.layers.QuantConv`
-    (``quant_enabled``, ``observer``), so calibration, the guards and the
-    recorder treat it like a layer input; it takes no part in the offset
-    selection, L_V or L_M (both papers define those on the inputs of layers
-    with weights).
+    Calibration, the guards, the DDP broadcast and checkpoint loading treat
+    it like every site; it takes no part in the offset selection, L_V or
+    L_M (both papers define those on the inputs of layers with weights).
 
     Args:
         method: A name of :data:`~odm_mm.quantizers.QUANTIZERS`.
         a_bits: Bit-width.
         channels: Channels of the ``(B, C, L, 1)`` maps it is given.
+
+    Raises:
+        ValueError: if the method cannot quantize token features.
     """
 
     def __init__(self, method: str, a_bits: int, channels: int) -> None:
-        super().__init__()
         act_cls, _ = quantizer_classes(method)
         check_token_method(method, act_cls, 'the attention matmuls')
+        super().__init__(act_cls(a_bits, in_channels=channels))
         self.method = method
-        self.act_quantizer = act_cls(a_bits, in_channels=channels)
-        self.quant_enabled = True
-        self.observer: Optional[Any] = None
-
-    @property
-    def a_bits(self) -> int:
-        """Bit-width (held by the quantizer)."""
-        return self.act_quantizer.bits
-
-    def enable_quant(self) -> 'QuantAct':
-        """Quantize the operand (default)."""
-        self.quant_enabled = True
-        return self
-
-    def disable_quant(self) -> 'QuantAct':
-        """Pass the operand through in float."""
-        self.quant_enabled = False
-        return self
-
-    def init_from_stats(self, stats: Any) -> None:
-        """Calibration: the quantizer's own rule."""
-        self.act_quantizer.init_from_stats(stats)
-
-    def forward(self, fmap: Tensor) -> Tensor:
-        """Quantize a ``(B, C, L, 1)`` map (observed first)."""
-        if self.observer is not None:
-            self.observer.update(fmap)
-        if not self.quant_enabled:
-            return fmap
-        return self.act_quantizer(fmap)
 
     def extra_repr(self) -> str:  # noqa: D102
         return f'method={self.method}, a_bits={self.a_bits}'

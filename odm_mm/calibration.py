@@ -47,7 +47,7 @@ from typing import (Any, Callable, Dict, Iterable, Iterator, List, Optional,
 import torch
 from torch import Tensor, nn
 
-from .attention import QuantAct
+from .act_site import ActSite
 from .fullquant import SkipQuantizer
 from .layers import QuantConv, QuantInputMixin, quantize_offset
 from .layers_linear import QuantLinear
@@ -175,9 +175,10 @@ def calibrate(model: nn.Module, batches: Iterable,
               percentile_j: float = 1.0) -> Dict[str, LayerStats]:
     """Run ``batches`` through the FP32 model and measure every quantizer.
 
-    Measures every QuantConv / QuantLinear input, every attention matmul
-    operand (:class:`~odm_mm.attention.QuantAct`) and every skip connection
-    quantized by :func:`odm_mm.fullquant.quantize_skips`.
+    Measures every QuantConv / QuantLinear input, every activation site
+    (:class:`~odm_mm.act_site.ActSite`: a placement's sites, the attention
+    matmul operands) and every skip connection quantized by
+    :func:`odm_mm.fullquant.quantize_skips`.
 
     Args:
         model: Network containing QuantConv layers.
@@ -189,7 +190,7 @@ def calibrate(model: nn.Module, batches: Iterable,
         ``{layer name: LayerStats}`` in module order.
     """
     convs = [(n, m) for n, m in model.named_modules()
-             if isinstance(m, (QuantConv, QuantLinear, QuantAct,
+             if isinstance(m, (QuantConv, QuantLinear, ActSite,
                                SkipQuantizer))]
     if not convs:
         raise ValueError('calibrate: the model has no quantized layer')
@@ -271,8 +272,8 @@ def apply_calibration(model: nn.Module, stats: Dict[str, LayerStats],
 
     Also records the choice in ``stats`` (``shift``/``scale`` fields).
     Quantization points without weights (skip connections,
-    :mod:`odm_mm.fullquant`; attention matmul operands,
-    :class:`~odm_mm.attention.QuantAct`) get their range
+    :mod:`odm_mm.fullquant`; activation sites, :mod:`odm_mm.act_site`: a
+    placement's sites and the attention matmul operands) get their range
     (``init_from_stats``) and take no part in the offset selection. The
     offsets start at the identity (see :func:`init_offsets_from_stats` for
     the alternative).

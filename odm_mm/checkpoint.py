@@ -45,7 +45,7 @@ from mmengine.logging import HistoryBuffer
 from torch import Tensor
 
 from .fullquant import skip_quantizers
-from .attention import quant_acts
+from .act_site import act_sites
 from .swap import quant_layers
 
 __all__ = ['read_fp32_state', 'load_fp32_generator',
@@ -160,8 +160,9 @@ def load_fp32_generator(generator: torch.nn.Module,
                         state: Dict[str, Tensor], source: str = '') -> None:
     """Load FP32 weights into a (possibly swapped) generator, strictly.
 
-    The QuantConv / QuantLinear extras (bounds, offsets, flags) and the
-    attention operands' bounds may be absent; every other
+    The QuantConv / QuantLinear extras (bounds, offsets, flags), skip
+    quantizers and activation sites (a placement's sites, the attention
+    operands; :mod:`odm_mm.act_site`) may be absent; every other
     key must match. Raises one ValueError naming the first offending keys.
     """
     own = generator.state_dict()
@@ -169,7 +170,7 @@ def load_fp32_generator(generator: torch.nn.Module,
     for name, m in quant_layers(generator):
         extra.update(f'{name}.{k}' for k in m.state_dict()
                      if k not in ('weight', 'bias'))
-    for name, m in skip_quantizers(generator) + quant_acts(generator):
+    for name, m in skip_quantizers(generator) + act_sites(generator):
         extra.update(f'{name}.{k}' for k in m.state_dict())
     required = set(own) - extra
     missing = sorted(required - set(state))

@@ -40,6 +40,8 @@ from mmengine.model import is_model_wrapper
 
 from mmagic.registry import HOOKS
 
+from .act_site import act_sites
+
 __all__ = ['NumericalGuardHook', 'nonfinite_log_vars', 'nonfinite_params']
 
 _MAX_LISTED = 5  # offending names shown in one message
@@ -199,8 +201,8 @@ class NumericalGuardHook(Hook):
     def _repair(self, model, iteration: int) -> None:
         layers = model.quant_layers() if hasattr(model, 'quant_layers') \
             else []
-        if hasattr(model, 'quant_points'):  # attention matmul operands
-            layers = layers + model.quant_points()
+        if hasattr(model, 'generator'):  # activation sites (placements,
+            layers = layers + act_sites(model.generator)  # attention)
         # quantizers with a learnable range (alpha or lower/upper); one that
         # recomputes its range at every call has nothing to repair
         quants = [(name, conv.act_quantizer) for name, conv in layers

@@ -37,6 +37,7 @@ from mmagic.registry import HOOKS
 
 from .calibration import OFFSET_INITS, OFFSET_POLICIES, LayerStats, \
     calibrate_model, observe, offset_table, quantization_error
+from .act_site import act_sites
 
 __all__ = ['OffsetHook']
 
@@ -121,6 +122,20 @@ class OffsetHook(Hook):
         model = runner.model
         return model.module if is_model_wrapper(model) else model
 
+    def calibration_passes(self, runner=None) -> int:
+        """Forward passes :meth:`before_train` runs (progress display):
+        the calibration, the re-measurement of ``offset_init='stats'`` and
+        the quantization error, ``num_batches`` each."""
+        return (4 if self.offset_init == 'stats' else 3) * self.num_batches
+
+    def _private_loader(self, runner):
+        loader = runner.train_dataloader
+        gen = torch.Generator().manual_seed(self.seed + get_rank())
+        return torch.utils.data.DataLoader(
+            loader.dataset, batch_size=loader.batch_size, shuffle=True,
+            generator=gen, num_workers=0, collate_fn=loader.collate_fn,
+            drop_last=False)
+
     def _batches(self, runner, model) -> List[torch.Tensor]:
         """``num_batches`` training batches from a private loader.
 
@@ -130,14 +145,8 @@ class OffsetHook(Hook):
         uninterrupted one. The private loader draws from the same dataset
         and pipeline with a fixed-seed shuffle, in the main process.
         """
-        loader = runner.train_dataloader
-        gen = torch.Generator().manual_seed(self.seed + get_rank())
-        private = torch.utils.data.DataLoader(
-            loader.dataset, batch_size=loader.batch_size, shuffle=True,
-            generator=gen, num_workers=0, collate_fn=loader.collate_fn,
-            drop_last=False)
         out = []
-        for data in private:
+        for data in self._private_loader(runner):
             data = model.data_preprocessor(data, True)
             out.append(data['inputs'])
             if len(out) >= self.num_batches:
@@ -171,9 +180,11 @@ class OffsetHook(Hook):
                 offset_init=self.offset_init, policy=self.offset_policy)
             if get_world_size() > 1:
                 self._broadcast(convs, stats)
-                for _, point in model.quant_points():
-                    for p in point.act_quantizer.parameters():
-                        broadcast(p.data, src=0)
+                # activation sites (a placement's, the attention
+                # operands): rank 0's bounds
+                for _, site in act_sites(model.generator):
+                    for t in site.act_quantizer.parameters():
+                        broadcast(t.data, src=0)
             errors = quantization_error(model.generator, batches)
         finally:
             random.setstate(states[0])

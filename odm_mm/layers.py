@@ -46,8 +46,8 @@ import torch
 from torch import Tensor, nn
 
 from .mismatch import mismatch
-from .quantizers import (check_bits, fake_quant, quantizer_classes,
-                         weight_options)
+from .quantizers import (act_options, check_bits, fake_quant,
+                         quantizer_classes, weight_options)
 
 __all__ = ['QuantConv', 'QuantInputMixin', 'quantize_offset', 'feature_std']
 
@@ -105,7 +105,8 @@ class QuantInputMixin:
     def _init_quant(self, in_channels: int, w_bits: int, a_bits: int,
                     method: str, percentile_j: float,
                     weight_cfg: Optional[dict], offset_bits: int,
-                    std_mode: str, factory: dict) -> None:
+                    std_mode: str, factory: dict,
+                    act_cfg: Optional[dict] = None) -> None:
         check_bits(offset_bits, 'offset_bits')
         act_cls, weight_cls = quantizer_classes(method)
         if std_mode not in STD_MODES:
@@ -113,15 +114,21 @@ class QuantInputMixin:
                              f'{std_mode!r}')
         self.method = method
         self.offset_bits, self.std_mode = offset_bits, std_mode
-        self.act_quantizer = act_cls(a_bits, in_channels=in_channels)
+        act_cfg = dict(act_cfg or {})
+        for key, cfg, allowed, cls in (
+                ('act_cfg', act_cfg, act_options(method), act_cls),
+                ('weight_cfg', dict(weight_cfg or {}),
+                 weight_options(method), weight_cls)):
+            unknown = sorted(set(cfg) - set(allowed))
+            if unknown:
+                kind = 'activation' if key == 'act_cfg' else 'weight'
+                raise ValueError(
+                    f'{key} {unknown} is not an option of the {kind} '
+                    f'quantizer of method {method!r} ({cls.__name__}); it '
+                    f'takes {allowed or "no options"}')
+        self.act_quantizer = act_cls(a_bits, in_channels=in_channels,
+                                     **act_cfg)
         weight_cfg = dict(weight_cfg or {})
-        allowed = weight_options(method)
-        unknown = sorted(set(weight_cfg) - set(allowed))
-        if unknown:
-            raise ValueError(
-                f'weight_cfg {unknown} is not an option of the weight '
-                f'quantizer of method {method!r} ({weight_cls.__name__}); it '
-                f'takes {allowed or "no options"}')
         self.weight_quantizer = weight_cls(w_bits, percentile_j=percentile_j,
                                            **weight_cfg)
         self.shift = nn.Parameter(torch.zeros(in_channels, **factory))
@@ -205,6 +212,7 @@ class QuantInputMixin:
         if self.record_std and self.training:
             self.feature_std = feature_std(fmap, self.std_mode)
         if not self.quant_enabled:
+            self.act_quantizer.note_input(fmap)
             return x
         q = self.act_quantizer(fmap)
         if self.mismatch_target is not None and self.training:
@@ -239,6 +247,8 @@ class QuantConv(QuantInputMixin, nn.Conv2d):
         percentile_j: j for the percentile weight range of ``'odm'``.
         weight_cfg: Further keyword arguments of the method's weight
             quantizer (e.g. ``gamma_init`` of ``'odm_wcc'``).
+        act_cfg: Further keyword arguments of the method's activation
+            quantizer (e.g. ``sigma_bits`` of ``'daq'``).
         offset_bits: Bit-width of S_mu and S_sigma (paper: 4; 32 = float).
         std_mode: ``'tensor'`` or ``'sample'``, see :func:`feature_std`.
     """
@@ -259,6 +269,7 @@ class QuantConv(QuantInputMixin, nn.Conv2d):
                  method: str = 'odm',
                  percentile_j: float = 1.0,
                  weight_cfg: Optional[dict] = None,
+                 act_cfg: Optional[dict] = None,
                  offset_bits: int = 4,
                  std_mode: str = 'tensor',
                  device: Optional[torch.device] = None,
@@ -268,7 +279,7 @@ class QuantConv(QuantInputMixin, nn.Conv2d):
                          device=device, dtype=dtype)
         self._init_quant(in_channels, w_bits, a_bits, method, percentile_j,
                          weight_cfg, offset_bits, std_mode,
-                         dict(device=device, dtype=dtype))
+                         dict(device=device, dtype=dtype), act_cfg)
 
     # ------------------------------------------------------------------ build
     @classmethod

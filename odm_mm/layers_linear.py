@@ -50,8 +50,8 @@ class QuantLinear(QuantInputMixin, nn.Linear):
 
     Args:
         in_features, out_features, bias: as :class:`torch.nn.Linear`.
-        w_bits, a_bits, method, percentile_j, weight_cfg, offset_bits,
-            std_mode: as :class:`~odm_mm.layers.QuantConv`.
+        w_bits, a_bits, method, percentile_j, weight_cfg, act_cfg,
+            offset_bits, std_mode: as :class:`~odm_mm.layers.QuantConv`.
 
     Raises:
         ValueError: if the method's activation quantizer cannot quantize
@@ -70,6 +70,7 @@ class QuantLinear(QuantInputMixin, nn.Linear):
                  method: str = 'odm',
                  percentile_j: float = 1.0,
                  weight_cfg: Optional[dict] = None,
+                 act_cfg: Optional[dict] = None,
                  offset_bits: int = 4,
                  std_mode: str = 'tensor',
                  device: Optional[torch.device] = None,
@@ -78,7 +79,7 @@ class QuantLinear(QuantInputMixin, nn.Linear):
                          dtype=dtype)
         self._init_quant(in_features, w_bits, a_bits, method, percentile_j,
                          weight_cfg, offset_bits, std_mode,
-                         dict(device=device, dtype=dtype))
+                         dict(device=device, dtype=dtype), act_cfg)
         check_token_method(method, type(self.act_quantizer), 'a Linear layer')
 
     @property

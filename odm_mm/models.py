@@ -42,12 +42,12 @@ from mmagic.registry import MODELS
 
 from .gate import LossParts
 from .fullquant import quantize_skips
-from .attention import QuantAct, quant_acts
 from .layers import QuantInputMixin
-from .quantizers import check_bits
+from .quantizers import Quantizer, check_bits
 from .losses import PAPER_LAMBDA_V, PAPER_SKT_WEIGHT_01
 from .mismatch import PAPER_LAMBDA_M
 from .checkpoint import load_fp32_generator, read_fp32_state
+from .placement import DEFAULT as DEFAULT_PLACEMENT, apply_placement
 from .swap import quant_layers, swap_convs
 
 __all__ = ['ODMEditModel', 'FEATURE_MODULES', 'load_fp32_generator']
@@ -68,10 +68,10 @@ FEATURE_MODULES = {
 }
 FEATURE_TAPS = ('input', 'output')
 QUANT_KEYS = ('w_bits', 'a_bits', 'method', 'percentile_j', 'weight_cfg',
-              'offset_bits', 'std_mode')
+              'act_cfg', 'offset_bits', 'std_mode')
 #: Regularisation losses: handed to the optim wrapper apart from L_R.
 REG_LOSSES = ('loss_var', 'loss_mismatch')
-OTHER_QUANT_KEYS = ('patterns', 'mode', 'exclude', 'skip_bits')
+OTHER_QUANT_KEYS = ('patterns', 'mode', 'exclude', 'skip_bits', 'placement')
 
 
 def _grab_feature(module: torch.nn.Module, _inputs, output: Tensor) -> None:
@@ -102,7 +102,11 @@ class ODMEditModel(BaseEditModel):
             generator), ``mode`` (``'body'``/``'full'``), ``exclude``,
             ``percentile_j``, ``offset_bits``, ``std_mode``, ``skip_bits``
             (e.g. 8 with ``mode='full'``: fully quantized network of Table
-            S2, see :mod:`odm_mm.fullquant`).
+            S2, see :mod:`odm_mm.fullquant`), ``act_cfg`` / ``weight_cfg``
+            (options of the method's quantizers, e.g. DAQ's
+            ``sigma_bits``), ``placement`` (``'conv_inputs'``, default, or
+            a placement the method registered, e.g. ``'ddtb_official'``:
+            :mod:`odm_mm.placement`).
         fp32_checkpoint: Path/URL of the FP32 checkpoint (student init and
             teacher). Loaded in :meth:`init_weights`.
         skt_loss: Config of ``SKTLoss``; ``'paper'`` (default) = weight
@@ -184,9 +188,20 @@ class ODMEditModel(BaseEditModel):
         qcfg = {k: quant_cfg[k] for k in QUANT_KEYS if k in quant_cfg}
         if self.var_loss is not None:
             qcfg.setdefault('std_mode', self.var_loss.std_mode)
-        self.quantized_layers: List[str] = swap_convs(
-            self.generator, quant_cfg.get('patterns'),
-            quant_cfg.get('mode', 'body'), quant_cfg.get('exclude'), **qcfg)
+        placement = quant_cfg.get('placement') or DEFAULT_PLACEMENT
+        if placement != DEFAULT_PLACEMENT:
+            given = [k for k in ('patterns', 'mode') if k in quant_cfg]
+            if given:
+                raise ValueError(f'quant_cfg.placement={placement!r} says '
+                                 'which convs are quantized; do not set '
+                                 f'quant_cfg {given} with it')
+            self.quantized_layers: List[str] = apply_placement(
+                self.generator, placement, quant_cfg.get('exclude'), **qcfg)
+        else:
+            self.quantized_layers = swap_convs(
+                self.generator, quant_cfg.get('patterns'),
+                quant_cfg.get('mode', 'body'), quant_cfg.get('exclude'),
+                **qcfg)
         self.skip_layers: List[str] = []
         if quant_cfg.get('skip_bits') is not None:
             self.skip_layers = quantize_skips(
@@ -262,6 +277,11 @@ class ODMEditModel(BaseEditModel):
                 for m in mods:
                     m.odm_capture = False
                     m.odm_feature = None
+        aux = [a for q in self.generator.modules()
+               if isinstance(q, Quantizer)
+               for a in [q.aux_loss()] if a is not None]
+        if aux:  # e.g. DDTB's first stage: mean over its gates
+            losses['loss_quant_aux'] = sum(aux) / len(aux)
         if self.var_loss is not None:
             stds, widths = [], []
             for _, m in quant_layers(self.generator):
@@ -321,10 +341,6 @@ class ODMEditModel(BaseEditModel):
         """BaseModel.train_step, after checking the wrapper can take L_V."""
         self.check_optim_wrapper(optim_wrapper)
         return super().train_step(data, optim_wrapper)
-
-    def quant_points(self) -> List[Tuple[str, QuantAct]]:
-        """``[(name, QuantAct)]``: the attention matmul operands."""
-        return quant_acts(self.generator)
 
     def quant_layers(self) -> List[Tuple[str, QuantInputMixin]]:
         """``[(name, QuantConv | QuantLinear)]`` of the student generator."""

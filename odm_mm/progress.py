@@ -143,10 +143,9 @@ class ProgressFileHook(Hook):
         if all(bool(m.act_quantizer.initialized)
                for _, m in model.quant_layers()):
             return 0  # restored from a checkpoint: OffsetHook skips it
-        for h in runner.hooks:
-            if type(h).__name__ == 'OffsetHook':
-                per = 4 if getattr(h, 'offset_init', '') == 'stats' else 3
-                return per * int(h.num_batches)
+        for h in runner.hooks:  # OffsetHook and its subclasses
+            if callable(getattr(h, 'calibration_passes', None)):
+                return int(h.calibration_passes(runner))
         return 0
 
     def before_train(self, runner) -> None:  # noqa: D102

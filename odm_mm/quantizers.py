@@ -12,6 +12,7 @@ behaviour, so callers never branch on a method name:
   ``integer_form(t)`` (:class:`IntegerForm`: ``t_q = offset + (code - zero)
   * scale``, the clip range, the named float parameters a runtime stores);
 * ``range_values``: how many float values store its range (storage figure);
+* ``aux_loss()``: an optional extra training loss (DDTB's first stage);
 * optional learnable weight state: ``init_from_weight(w)`` (calibration),
   ``reg_free_parameters()`` (learned from the reconstruction loss alone)
   and ``summary()`` (scalars the recorder logs), e.g. the clipping
@@ -21,7 +22,9 @@ behaviour, so callers never branch on a method name:
   parameters in a deployed model, 0 = not stored; default 32) and
   ``runtime_bitops_terms(input_shape)`` (``(ops, bits_a, bits_b)`` of the
   work it does per image besides rounding, e.g. run-time statistics;
-  default none), both asked by :mod:`odm_mm.analysis.complexity`;
+  default none) and ``extra_range_values()`` (weight ranges of its own
+  sub-quantizers, e.g. DDTB's gate), asked by
+  :mod:`odm_mm.analysis.complexity`;
 * ``has_integer_form``: False where the range depends on the input at run
   time (``integer_form`` then raises one ValueError saying why, so export
   refuses the model with that message);
@@ -61,7 +64,7 @@ __all__ = [
     'IntegerForm', 'Quantizer', 'ActQuantizerBase', 'ActQuantizer',
     'WeightQuantizer', 'PAMSActQuantizer', 'PAMSWeightQuantizer',
     'check_bits', 'QUANTIZERS', 'register_quantizer', 'quantizer_classes',
-    'weight_options',
+    'weight_options', 'act_options',
     'eq1_integer_form', 'eq1_codes', 'eq1_dequantize'
 ]
 
@@ -214,6 +217,12 @@ class Quantizer(nn.Module):
         0 = not stored (unused). Default: 32 (float)."""
         return 32
 
+    def extra_range_values(self) -> int:
+        """Float range values of weight quantizers this quantizer owns
+        and uses (e.g. the max|w| of a DDTB gate's two matrices), stored
+        with the weight ranges (``count_weight_ranges``). Default 0."""
+        return 0
+
     def runtime_bitops_terms(self, input_shape: Tuple[int, ...]
                              ) -> List[Tuple[int, int, int]]:
         """Work this quantizer does at run time besides the rounding every
@@ -242,6 +251,13 @@ class Quantizer(nn.Module):
         """Learned scalars worth logging (e.g. a clipping factor);
         default none."""
         return {}
+
+    def aux_loss(self) -> Optional[Tensor]:
+        """An extra training loss of this quantizer from its last forward
+        call (e.g. DDTB's first-stage gate loss), consumed by the model
+        (``loss_quant_aux``: the mean over the quantizers that return one);
+        default None."""
+        return None
 
     def codes(self, t: Tensor) -> Tensor:
         """Integer codes in ``[0, levels - 1]`` (float dtype) of ``t``."""
@@ -298,6 +314,12 @@ class ActQuantizerBase(Quantizer):
         re-calibration, ``OffsetHook(recalib_interval)``). Default: not
         supported, nothing changes; returns whether it moved."""
         return False
+
+    def note_input(self, x: Tensor) -> None:
+        """Called with the input instead of :meth:`forward` while
+        quantization is switched off (calibration, the complexity probe):
+        lets a quantizer record what its cost depends on (DAQ: its branch).
+        Default: nothing."""
 
     def codes(self, t: Tensor) -> Tensor:  # noqa: D102
         return self._codes(t.detach())
@@ -601,6 +623,15 @@ def weight_options(name: str) -> List[str]:
     import inspect
     params = inspect.signature(quantizer_classes(name)[1]).parameters
     return sorted(set(params) - {'bits', 'percentile_j'})
+
+
+def act_options(name: str) -> List[str]:
+    """The options (``act_cfg`` keys) the activation quantizer of method
+    ``name`` takes besides ``bits``, ``eps`` and ``in_channels`` (e.g.
+    DAQ's ``sigma_bits``)."""
+    import inspect
+    params = inspect.signature(quantizer_classes(name)[0]).parameters
+    return sorted(set(params) - {'bits', 'eps', 'in_channels'})
 
 
 def quantizer_classes(name: str

@@ -11,7 +11,8 @@ channel c of the feature ``x`` (shape ``(N, C, H, W)``):
 
 1. run-time statistics over the H x W pixels: ``mu_nc`` and ``sigma_nc``
    (unbiased std); after a ReLU (the "non-negative" branch of the official
-   code) over the positive pixels instead, ``mu = sum(x) / (P + 1)``,
+   code, taken when ``x.min() == 0``, decided at every call as official)
+   over the positive pixels instead, ``mu = sum(x) / (P + 1)``,
    ``sigma^2 = sum(x^2) / (P + 1) - mu^2`` with P the positive count;
 2. the channel sigmas of each image are themselves quantized to
    ``sigma_bits`` (official ``--quantize_quantization``, 4 for EDSR):
@@ -129,10 +130,15 @@ class DAQActQuantizer(ActQuantizerBase):
             official code does not; see ``docs/baselines.md``).
 
     Attributes:
-        nonneg: Buffer, True for inputs that follow a ReLU (the official code
-            tests ``x.min() == 0`` at every call; here it is set once at
-            calibration from the 1st percentile, ``lower >= 0``, which avoids
-            a device synchronisation per layer).
+        nonneg: Buffer, the branch of the last call (True: the input's
+            minimum was 0, the post-ReLU branch). The branch itself is
+            decided at every call as the official code does
+            (:meth:`is_nonneg`, ``x.min() == 0`` over the whole tensor), so
+            a model tested straight from an FP32 checkpoint, uncalibrated,
+            runs the official quantizer; the buffer only tells the cost
+            count (:meth:`runtime_bitops_terms`) which branch the layer
+            takes. :meth:`note_input` updates it also when quantization is
+            switched off (the complexity probe, calibration).
     """
 
     range_values = 0
@@ -148,20 +154,35 @@ class DAQActQuantizer(ActQuantizerBase):
         self.sigma_bits = sigma_bits
         self.clip_nonneg = clip_nonneg
         self.register_buffer('nonneg', torch.tensor(False))
-        self._nonneg = False  # python mirror: no device sync in forward
+        self._nonneg = False  # python mirror of the buffer
         self._last_width: Optional[Tensor] = None
 
-    # ----------------------------------------------------------- calibration
+    # ----------------------------------------------------------- branch
+    @staticmethod
+    def is_nonneg(x: Tensor) -> bool:
+        """The official rule, at every call: ``x.min() == 0`` over the whole
+        tensor (post-ReLU inputs; an all-positive or a signed input takes
+        the signed branch). One device synchronisation per call."""
+        return bool(x.detach().min() == 0)
+
+    @torch.no_grad()
+    def note_input(self, x: Tensor) -> None:
+        """Record the branch ``x`` takes (:attr:`nonneg`), without
+        quantizing; ``QuantConv`` calls it with quantization switched
+        off."""
+        self.set_nonneg(self.is_nonneg(x))
+
     @torch.no_grad()
     def init_from_range(self, lower: float, upper: float) -> None:
-        """Choose the branch: non-negative iff ``lower >= 0``."""
-        self.set_nonneg(float(lower) >= 0.0)
+        """Nothing to calibrate (run-time statistics; the branch is decided
+        per call): marks the quantizer initialised."""
         self.initialized.fill_(True)
 
     @torch.no_grad()
     def set_nonneg(self, flag: bool) -> None:
-        """Use the non-negative (post-ReLU) branch or the signed one."""
-        self.nonneg.fill_(bool(flag))
+        """Record the branch of the last call (the cost count reads it)."""
+        if flag != self._nonneg:
+            self.nonneg.fill_(bool(flag))
         self._nonneg = bool(flag)
 
     def _load_from_state_dict(self, *args: Any, **kwargs: Any) -> None:
@@ -180,10 +201,14 @@ class DAQActQuantizer(ActQuantizerBase):
         return self._last_width
 
     # --------------------------------------------------------------- maths
-    def statistics(self, x: Tensor) -> Tuple[Tensor, Tensor]:
-        """Step 1: ``(mu, sigma)`` of shape ``(N, C, 1, 1)``."""
+    def statistics(self, x: Tensor, nonneg: Optional[bool] = None
+                   ) -> Tuple[Tensor, Tensor]:
+        """Step 1: ``(mu, sigma)`` of shape ``(N, C, 1, 1)`` (``nonneg``:
+        the branch, default :meth:`is_nonneg` of ``x``)."""
         x = x.detach()
-        if self._nonneg:
+        if nonneg is None:
+            nonneg = self.is_nonneg(x)
+        if nonneg:
             count = (x > 0).sum((2, 3), keepdim=True).to(x.dtype) + 1
             mu = x.sum((2, 3), keepdim=True) / count
             var = x.pow(2).sum((2, 3), keepdim=True) / count - mu.pow(2)
@@ -192,9 +217,10 @@ class DAQActQuantizer(ActQuantizerBase):
         return (x.mean((2, 3), keepdim=True),
                 x.std((2, 3), correction=corr, keepdim=True))
 
-    def _grid(self, x: Tensor) -> Tuple[Tensor, Tensor, Tensor, float]:
+    def _grid(self, x: Tensor, nonneg: bool
+              ) -> Tuple[Tensor, Tensor, Tensor, float]:
         """``(mu, step, thr, half)`` of step 3 for the input ``x``."""
-        mu, sigma = self.statistics(x)
+        mu, sigma = self.statistics(x, nonneg)
         sigma = quantize_sigma(sigma, self.sigma_bits)
         step = self.step_mult * sigma
         half = 2.0**self.bits / 2
@@ -202,26 +228,28 @@ class DAQActQuantizer(ActQuantizerBase):
         return mu, step, thr, half
 
     def _code_index(self, x: Tensor, mu: Tensor, step: Tensor, thr: Tensor,
-                    half: float) -> Tuple[Tensor, Tensor]:
-        if self._nonneg:
+                    half: float, nonneg: bool) -> Tuple[Tensor, Tensor]:
+        if nonneg:
             return _midrise_index(x - thr, step, half, self.clip_nonneg)
         return _midrise_index(x - mu, step, half)
 
     def _from_index(self, k: Tensor, valid: Tensor, mu: Tensor, step: Tensor,
-                    thr: Tensor) -> Tensor:
+                    thr: Tensor, nonneg: bool) -> Tensor:
         safe = torch.where(valid, step, torch.ones_like(step))
         y = torch.where(valid, (k - 0.5) * safe, torch.zeros_like(k))
-        if self._nonneg:  # levels j s from 0 (a zero step gives 0)
+        if nonneg:  # levels j s from 0 (a zero step gives 0)
             return y + torch.where(valid, thr, torch.zeros_like(thr))
         return y + mu
 
     def quantize(self, x: Tensor) -> Tensor:
         """Steps 1-4 without gradient (the fake-quantized values)."""
         x = x.detach()
-        mu, step, thr, half = self._grid(x)
-        k, valid = self._code_index(x, mu, step, thr, half)
+        nonneg = self.is_nonneg(x)
+        self.set_nonneg(nonneg)
+        mu, step, thr, half = self._grid(x, nonneg)
+        k, valid = self._code_index(x, mu, step, thr, half, nonneg)
         self._last_width = ((2 * half - 1) * step).mean()
-        return self._from_index(k, valid, mu, step, thr)
+        return self._from_index(k, valid, mu, step, thr, nonneg)
 
     def forward(self, x: Tensor) -> Tensor:  # noqa: D102
         return pass_through(x, self.quantize(x))
@@ -236,8 +264,9 @@ class DAQActQuantizer(ActQuantizerBase):
         ``[0, 2^b - 1]`` (non-negative branch: ``>= 0``, unbounded unless
         ``clip_nonneg``)."""
         t = t.detach()
-        mu, step, thr, half = self._grid(t)
-        k, _ = self._code_index(t, mu, step, thr, half)
+        nonneg = self.is_nonneg(t)
+        mu, step, thr, half = self._grid(t, nonneg)
+        k, _ = self._code_index(t, mu, step, thr, half, nonneg)
         return k - (1 - half)
 
     def dequantize(self, codes: Tensor, t: Optional[Tensor] = None
@@ -245,16 +274,20 @@ class DAQActQuantizer(ActQuantizerBase):
         """Values of ``codes``; needs ``t`` (its statistics set the grid)."""
         if t is None:
             raise ValueError(_NO_FORM + ' dequantize needs the input tensor.')
-        mu, step, thr, half = self._grid(t.detach())
-        return self._from_index(codes + (1 - half), step > 0, mu, step, thr)
+        t = t.detach()
+        nonneg = self.is_nonneg(t)
+        mu, step, thr, half = self._grid(t, nonneg)
+        return self._from_index(codes + (1 - half), step > 0, mu, step, thr,
+                                nonneg)
 
     # ---------------------------------------------------------------- cost
     def runtime_bitops_terms(self, input_shape: Tuple[int, ...]
                              ) -> List[Tuple[int, int, int]]:
-        """32-bit operations per element of the input (docs/complexity.md):
-        signed branch 8 (mean: 1 add; two-pass std: subtract, square, add;
-        normalise: subtract mean, divide by the step; de-normalise: multiply
-        by the step, add the mean); non-negative branch 6 (positive count,
+        """32-bit operations per element of the input (docs/complexity.md),
+        for the branch of the last call (:attr:`nonneg`): signed branch 8
+        (mean: 1 add; two-pass std: subtract, square, add; normalise:
+        subtract mean, divide by the step; de-normalise: multiply by the
+        step, add the mean); non-negative branch 6 (positive count,
         sum, sum of squares: 4; divide and multiply by the step: 2).
         Per-channel work (C values per image) is not counted."""
         n = math.prod(int(s) for s in input_shape)

@@ -29,6 +29,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 # _clip: x gets the gradient on [lo, hi], the bound that clips outside it
+from .placement import Placement, register_placement
 from .quantizers import (ActQuantizer, ActQuantizerBase, IntegerForm,
                          PAMSWeightQuantizer, WeightQuantizer, _clip,
                          register_quantizer, round_ste)
@@ -37,6 +38,9 @@ __all__ = ['ddtb_fake_quant', 'ddtb_codes', 'ddtb_dequantize',
            'ddtb_integer_form', 'gate_act_quant', 'DDTBGate',
            'DDTBActQuantizer', 'DDTBWeightQuantizer', 'dynamic_scores',
            'select_dynamic']
+
+#: DDTBGate ``init`` choices.
+GATE_INITS = ('zero', 'official')
 
 _NO_FORM = ('DDTB scales the activation bounds of this layer per image with '
             'its dynamic gate; the clip range and step change with every '
@@ -98,28 +102,40 @@ class DDTBGate(nn.Module):
         in_channels: C, channels of the quantized feature.
         hidden: Hidden width (official: 32).
         bits: Bit-width of the gate's weights and activations (official: 2).
+        init: ``'zero'``: ``weight2 = 0`` (scale 1 from the start);
+            ``'official'``: uniform +-1/sqrt(hidden) like the first conv
+            (the official ``QuantConv2d.reset_parameters``; its first stage
+            then pulls the logits to 0).
     """
 
     def __init__(self, in_channels: int, hidden: int = 32,
-                 bits: int = 2) -> None:
+                 bits: int = 2, init: str = 'zero') -> None:
         super().__init__()
+        if init not in GATE_INITS:
+            raise ValueError(f'DDTB gate init must be one of {GATE_INITS}, '
+                             f'got {init!r}')
         self.in_channels, self.hidden, self.bits = in_channels, hidden, bits
         bound = 1.0 / math.sqrt(in_channels)  # the official conv init
         self.weight1 = nn.Parameter(
             torch.empty(hidden, in_channels).uniform_(-bound, bound))
         self.bn = nn.BatchNorm1d(hidden)
         self.weight2 = nn.Parameter(torch.zeros(2, hidden))
+        if init == 'official':
+            bound2 = 1.0 / math.sqrt(hidden)
+            self.weight2.data.uniform_(-bound2, bound2)
         self.wq1 = PAMSWeightQuantizer(bits)
         self.wq2 = PAMSWeightQuantizer(bits)
 
-    def forward(self, x: Tensor) -> Tensor:
-        """``(N, 2)`` scales ``(a_n, b_n)`` of the upper and lower bound."""
+    def logits(self, x: Tensor) -> Tensor:
+        """``(N, 2)`` logits of the scales (official ``atten_c`` output)."""
         ctx = x.detach().mean((2, 3))
         h = F.linear(gate_act_quant(ctx, self.bits), self.wq1(self.weight1))
         h = F.relu(self.bn(h))
-        logits = F.linear(gate_act_quant(h, self.bits),
-                          self.wq2(self.weight2))
-        return 2 * torch.sigmoid(logits)
+        return F.linear(gate_act_quant(h, self.bits), self.wq2(self.weight2))
+
+    def forward(self, x: Tensor) -> Tensor:
+        """``(N, 2)`` scales ``(a_n, b_n)`` of the upper and lower bound."""
+        return 2 * torch.sigmoid(self.logits(x))
 
 
 class DDTBActQuantizer(ActQuantizerBase):
@@ -137,12 +153,28 @@ class DDTBActQuantizer(ActQuantizerBase):
             :meth:`build_gate` before use).
         gate_bits: Bit-width of the gate (official: 2).
         gate_hidden: Hidden width of the gate (official: 32).
+        gate_init: :class:`DDTBGate` ``init`` (``'zero'``: scale 1 from
+            the start; ``'official'``: a random last layer, for runs with
+            the first stage).
+
+    Attributes:
+        first_stage: While True (set by ``DDTBCalibHook`` for the first
+            iterations, the official "incremental" epochs), a dynamic layer
+            computes its gate but quantizes with the static bounds, and
+            :meth:`aux_loss` is ``MSE(logits, 0)`` of the last call (the
+            official extra loss pulling the gate to scale 1).
     """
 
     def __init__(self, bits: int, eps: float = 1e-4,
                  in_channels: Optional[int] = None, gate_bits: int = 2,
-                 gate_hidden: int = 32) -> None:
+                 gate_hidden: int = 32, gate_init: str = 'zero') -> None:
         super().__init__(bits, eps, in_channels)
+        if gate_init not in GATE_INITS:
+            raise ValueError(f'DDTB gate_init must be one of {GATE_INITS}, '
+                             f'got {gate_init!r}')
+        self.gate_init = gate_init
+        self.first_stage = False
+        self._logits: Optional[Tensor] = None
         # official placeholder +-10 at [0, 255] pixels; set at calibration
         self.lower = nn.Parameter(torch.tensor(-10 / 255))
         self.upper = nn.Parameter(torch.tensor(10 / 255))
@@ -160,8 +192,8 @@ class DDTBActQuantizer(ActQuantizerBase):
                 raise ValueError(f'DDTB gate built for {self.gate.in_channels}'
                                  f' channels, not {in_channels}')
             return
-        self.gate = DDTBGate(in_channels, self.gate_hidden,
-                             self.gate_bits).to(self.lower.device)
+        self.gate = DDTBGate(in_channels, self.gate_hidden, self.gate_bits,
+                             self.gate_init).to(self.lower.device)
 
     # ------------------------------------------------------------ switches
     @property
@@ -212,7 +244,20 @@ class DDTBActQuantizer(ActQuantizerBase):
         return lo, torch.maximum(hi, lo + self.eps)
 
     def forward(self, x: Tensor) -> Tensor:  # noqa: D102
+        if self._dynamic and self.first_stage:
+            # official first stage: the gate runs (its logits are pulled to
+            # 0 by aux_loss), the static bounds quantize
+            self._logits = self.gate.logits(x)
+            return ddtb_fake_quant(x, self.lower, self.upper, self.bits)
         return ddtb_fake_quant(x, *self.bounds(x), self.bits)
+
+    def aux_loss(self) -> Optional[Tensor]:
+        """First stage: ``MSE(logits, 0)`` of the last call (then cleared);
+        otherwise None."""
+        logits, self._logits = self._logits, None
+        if logits is None:
+            return None
+        return logits.pow(2).mean()
 
     def integer_form(self, t: Optional[Tensor] = None) -> IntegerForm:
         """Static layers: the DDTB grid over ``[l, u]``; dynamic layers
@@ -222,10 +267,25 @@ class DDTBActQuantizer(ActQuantizerBase):
         lo, hi = self.lower.detach(), self.upper.detach()
         return ddtb_integer_form(lo, hi, self.bits, dict(lower=lo, upper=hi))
 
+    def _bounds_frozen(self, t: Optional[Tensor]) -> Tuple[Tensor, Tensor]:
+        """:meth:`bounds` without side effects: the gate's BatchNorm uses
+        its running statistics and does not update them (a read-out must
+        not change the model, whatever its train/eval mode)."""
+        if not self._dynamic:
+            return self.lower, self.upper
+        bn = self.gate.bn
+        was = bn.training
+        bn.eval()
+        try:
+            return self.bounds(t)
+        finally:
+            bn.train(was)
+
     @torch.no_grad()
     def codes(self, t: Tensor) -> Tensor:
-        """Codes of ``t`` (dynamic layers: with the bounds of each image)."""
-        return ddtb_codes(t.detach(), *self.bounds(t), self.bits)
+        """Codes of ``t`` (dynamic layers: with the bounds of each image;
+        the gate's BN in eval mode, see :meth:`_bounds_frozen`)."""
+        return ddtb_codes(t.detach(), *self._bounds_frozen(t), self.bits)
 
     def dequantize(self, codes: Tensor, t: Optional[Tensor] = None
                    ) -> Tensor:
@@ -233,7 +293,7 @@ class DDTBActQuantizer(ActQuantizerBase):
         if self._dynamic and t is None:
             raise ValueError(_NO_FORM + ' dequantize needs the input tensor.')
         with torch.no_grad():
-            return ddtb_dequantize(codes, *self.bounds(t), self.bits)
+            return ddtb_dequantize(codes, *self._bounds_frozen(t), self.bits)
 
     # ---------------------------------------------------------------- cost
     def param_storage_bits(self, name: str) -> int:
@@ -245,6 +305,12 @@ class DDTBActQuantizer(ActQuantizerBase):
         if not self._dynamic:
             return 0
         return self.gate_bits if name.startswith('gate.weight') else 32
+
+    def extra_range_values(self) -> int:
+        """Dynamic layers: the max|w| of the gate's two weight matrices."""
+        if not self._dynamic:
+            return 0
+        return self.gate.wq1.range_values + self.gate.wq2.range_values
 
     def runtime_bitops_terms(self, input_shape: Tuple[int, ...]
                              ) -> List[Tuple[int, int, int]]:
@@ -376,3 +442,35 @@ def select_dynamic(model: nn.Module, scores: Dict[str, float],
 
 
 register_quantizer('ddtb', DDTBActQuantizer, DDTBWeightQuantizer)
+
+# ------------------------------------------------- the official placements
+#: ``quant_cfg.placement='ddtb_official'``: where the official DDTB code
+#: quantizes (``model/edsr.py``, ``model/rdn.py``).
+#:
+#: EDSR (``DDTB_ResBlock``): per ResBlock the identity path
+#: (``quant_act1``), the ReLU output before conv2 (``quant_act2``) and the
+#: residual branch output (``quant_act3``), i.e. 3 x 16 = 48 quantizers and
+#: int(48 x 0.3) = 14 gates. conv1 reads the block input unquantized: the
+#: head output for block 0 (float), the sum of the two quantized paths of
+#: the previous block for the others (2 quantized terms).
+#:
+#: RDN (``DDTB_RDB``, ``DDTB_RDN``): the RDB input (``act1``; the quantized
+#: tensor is also the block's residual), the input of every dense layer but
+#: the first (its ``act``; the concatenation carries the quantized
+#: features), the LFF input (``act2``) and the 1x1 GFF input (``act``);
+#: the 3x3 GFF conv reads a float input. Every dense/LFF/GFF weight is
+#: quantized (min/max, ``configs/ddtb/rdn_*``).
+DDTB_OFFICIAL = 'ddtb_official'
+register_placement(DDTB_OFFICIAL, 'EDSRNet', Placement(
+    weights=[r'body\.\d+\.conv[12]'],
+    conv_inputs=[r'body\.\d+\.conv2'],
+    input_terms={r'body\.0\.conv1': 0, r'body\.\d+\.conv1': 2},
+    residual_sites=[r'body\.\d+'],
+    note='zysxmu/DDTB model/edsr.py DDTB_ResBlock'))
+register_placement(DDTB_OFFICIAL, 'RDNNet', Placement(
+    weights=[r'rdbs\.\d+\.layers\.\d+\.conv', r'rdbs\.\d+\.lff',
+             r'gff\.\d+'],
+    conv_inputs=[r'rdbs\.\d+\.lff', r'gff\.0'],
+    input_terms={r'gff\.1': 0},
+    input_sites=[r'rdbs\.\d+', r'rdbs\.\d+\.layers\.[1-9]\d*'],
+    note='zysxmu/DDTB model/rdn.py DDTB_RDB, DDTB_RDN'))

@@ -28,6 +28,8 @@ from mmengine.model import is_model_wrapper
 
 from mmagic.registry import HOOKS
 
+from .act_site import act_sites
+
 __all__ = ['QATRecorderHook']
 
 
@@ -104,7 +106,13 @@ class QATRecorderHook(Hook):
         model = self._model(runner)
         layers = model.quant_layers() if hasattr(model, 'quant_layers') \
             else []
-        return {n: float(m.act_quantizer.range_width().detach()) for n, m in layers}
+        if hasattr(model, 'generator'):  # a placement's sites too
+            layers = layers + act_sites(model.generator)
+        widths = {n: float(m.act_quantizer.range_width().detach())
+                  for n, m in layers}
+        # convs that leave their input alone (a placement's QuantizedInput)
+        # have no range of their own: NaN, left out
+        return {n: w for n, w in widths.items() if w == w}
 
     def _bounds(self, runner) -> Dict[str, float]:
         """Mean activation range width."""

@@ -125,3 +125,26 @@ def test_target_checks_pass_and_fail():
         odm_w4a4=29.9)))}
     assert ok == {'T1': False, 'T2': False, 'T3': False, 'T4': False,
                   'T3*': False}
+
+
+def test_training_free_method_tests_the_fp32_checkpoint(smoke):
+    """``Method.qat=False`` (DAQ without QAT): the run trains nothing and
+    tests the FP32 checkpoint with the method's quantizers."""
+    from mmengine.config import Config
+    from odm_bench.benchmark import Benchmark
+    from odm_bench.presets import METHODS
+    work, preset, res = smoke
+    assert not METHODS['daq_free'].qat
+    out = Benchmark(preset.with_overrides(runs=[('daq_free', 2)]),
+                    str(work)).run()
+    run = out['runs']['daq_free_w2a2']
+    assert run['training_free'] and run['train'] == {}
+    assert run['checkpoint'] == res['fp32_checkpoint']
+    run_dir = osp.join(work, 'runs', 'daq_free_w2a2')
+    assert not [f for f in os.listdir(run_dir) if f.endswith('.pth')]
+    cfg = Config.fromfile(osp.join(run_dir, 'config.py'))
+    assert cfg.model.quant_cfg.method == 'daq'
+    # quantized: not the FP32 result
+    assert run['metrics']['skimage']['psnr'] != \
+        res['fp32']['metrics']['skimage']['psnr']
+    assert run['complexity']['quantizer_bitops_t'] > 0

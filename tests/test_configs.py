@@ -79,7 +79,9 @@ def test_baseline_folders_mirror_pams(method):
     names = {p.name for p in CONFIGS if p.parent.name == 'pams'}
     mine = [p for p in CONFIGS if p.parent.name == method]
     # every PAMS experiment, plus variants named <experiment>_<variant>.py
-    # whose method is <method>_<variant> (e.g. DAQ's strict 'daq_clip')
+    # whose method is <method>_<variant> (e.g. DAQ's strict 'daq_clip'), or
+    # the method itself with other quantizer options or another placement
+    # (e.g. DAQ's 8-bit sigmas, DDTB's official placement)
     assert names <= {p.name for p in mine}
     for path in mine:
         cfg = _load(path)
@@ -88,7 +90,17 @@ def test_baseline_folders_mirror_pams(method):
             stem, variant = path.stem.rsplit('_', 1)
             assert f'{stem}.py' in names
             variant = '_' + variant
-        assert cfg.model.quant_cfg.method == method + variant
+            qcfg = cfg.model.quant_cfg
+            if qcfg.method == method:
+                base = _load(path.with_name(f'{stem}.py')).model.quant_cfg
+                assert any(qcfg.get(k) != base.get(k) for k in
+                           ('act_cfg', 'placement', 'patterns'))
+                variant_method = method
+            else:
+                variant_method = method + variant
+            assert qcfg.method == variant_method
+        else:
+            assert cfg.model.quant_cfg.method == method
         assert cfg.model.var_loss is None
         assert cfg.experiment_name == f'{method}{variant}_{stem}'
         bits = stem.split('_')[-1]

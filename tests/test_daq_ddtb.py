@@ -124,10 +124,9 @@ def test_daq_signed_branch_matches_official(bits, qq):
 @pytest.mark.parametrize('bits', [2, 4])
 def test_daq_nonneg_branch_matches_official_and_is_unclipped(bits):
     x = torch.relu(_feature(1)).requires_grad_()
-    q = DAQActQuantizer(bits).to(D)
-    q.init_from_stats(_stats(0.0, 2.0))  # 1st percentile 0: after a ReLU
-    assert bool(q.nonneg) and bool(q.initialized)
+    q = DAQActQuantizer(bits).to(D)  # uncalibrated: decided per call
     y = q(x)
+    assert bool(q.nonneg)  # x.min() == 0: the post-ReLU branch
     assert_close(y, ref_daq_nonneg(x.detach(), bits), atol=0, rtol=0)
     big = x.detach().clone()
     big[0, 0, 0, 0] = 1e3  # far beyond 2^b steps: the official grid goes on
@@ -135,7 +134,6 @@ def test_daq_nonneg_branch_matches_official_and_is_unclipped(bits):
     clipped = QuantConv(1, 1, 1, method='daq_clip', w_bits=bits,
                         a_bits=bits).act_quantizer.to(D)
     assert clipped.clip_nonneg  # the strict b-bit variant
-    clipped.set_nonneg(True)
     assert clipped.codes(big).max() <= 2**bits - 1
     assert clipped.codes(big).min() >= 0
     y.sum().backward()
@@ -145,7 +143,7 @@ def test_daq_nonneg_branch_matches_official_and_is_unclipped(bits):
 def test_daq_range_in_sigmas_and_constant_channel():
     # one channel with a single outlier, sigma_bits off: the clip range is
     # mu +- (2^(b-1) - 1/2) g sigma
-    x = torch.zeros(1, 2, 4, 4, dtype=D)
+    x = torch.full((1, 2, 4, 4), -1.0, dtype=D)  # min < 0: signed branch
     x[0, 0, 0, 0] = 100.0
     x[0, 1] = 3.0  # constant channel: sigma = 0, returned as its mean
     q = DAQActQuantizer(2, sigma_bits=32).to(D)
@@ -156,10 +154,69 @@ def test_daq_range_in_sigmas_and_constant_channel():
     assert torch.equal(y[0, 1], x[0, 1])
 
 
+def official_daq(x, bits, qq=4):
+    """The official ``Quantization.forward``: the branch from
+    ``x.min() == 0`` at every call."""
+    if x.min() == 0:
+        return ref_daq_nonneg(x, bits, qq)
+    return ref_daq_signed(x, bits, qq)
+
+
+@pytest.mark.parametrize('stats', [None, (-0.3, 1.0), (0.0, 2.0)])
+def test_daq_branch_is_the_official_per_call_rule(stats):
+    # whatever the calibration said (or without one, e.g. tools/test.py on
+    # an FP32 checkpoint), every call follows x.min() == 0
+    q = DAQActQuantizer(2).to(D)
+    if stats is not None:
+        q.init_from_stats(_stats(*stats))
+    signed = _feature(2)
+    relu = torch.relu(_feature(3))
+    positive = signed.abs() + 0.1  # min > 0: the official signed branch
+    for x in (relu, signed, positive, relu):
+        assert (x.min() == 0) == DAQActQuantizer.is_nonneg(x)
+        assert_close(q(x), official_daq(x, 2), atol=0, rtol=0)
+        assert bool(q.nonneg) == bool(x.min() == 0)
+        assert_close(q.dequantize(q.codes(x), x), q(x), atol=0, rtol=0)
+
+
+def test_daq_from_fp32_checkpoint_equals_the_official_rule():
+    """``tools/test.py configs/daq/... FP32.pth``: the model built from the
+    config with the FP32 weights loaded, no calibration, no QAT."""
+    pytest.importorskip('mmagic.models.editors')
+    from mmengine.config import Config
+    from mmengine.registry import init_default_scope
+    from mmagic.registry import MODELS
+    from odm_mm.checkpoint import load_fp32_generator
+    init_default_scope('mmagic')
+    cfg = Config.fromfile(str(REPO / 'configs' / 'daq' / 'edsr_x4_w2a2.py'))
+    gen_cfg = dict(cfg.model.generator, mid_channels=8, num_blocks=2)
+    torch.manual_seed(0)
+    fp32 = MODELS.build(gen_cfg)
+    cfg.model.generator = gen_cfg
+    cfg.model.fp32_checkpoint = None
+    model = MODELS.build(cfg.model)
+    load_fp32_generator(model.generator, fp32.state_dict(), 'fp32')
+    model.generator.to(D).eval()
+    calls = []
+    for name, conv in quant_convs(model.generator):
+        conv.register_forward_pre_hook(
+            lambda m, i: calls.append((m, i[0].detach().clone())))
+    x = torch.rand(1, 3, 6, 6, dtype=D)
+    with torch.no_grad():
+        model.generator(x)
+    assert len(calls) == 4
+    for conv, inp in calls:  # conv1: the residual stream, conv2: ReLU out
+        q = conv.act_quantizer
+        assert not bool(q.initialized)
+        assert_close(q(inp), official_daq(inp, 2), atol=0, rtol=0)
+    assert [bool(c.act_quantizer.nonneg) for c, _ in calls] == \
+        [False, True, False, True]
+
+
 def test_daq_calibration_and_state_dict_sync_the_branch():
     q = DAQActQuantizer(2)
     q.init_from_stats(_stats(-0.3, 1.0))
-    assert not bool(q.nonneg) and bool(q.initialized)
+    assert bool(q.initialized)
     r = DAQActQuantizer(2)
     r.load_state_dict({'initialized': torch.tensor(True),
                        'nonneg': torch.tensor(True)})
@@ -324,6 +381,7 @@ def test_quant_conv_with_the_method_is_calibrated_and_trains(method):
     q0, q2 = net[0].act_quantizer, net[2].act_quantizer
     assert bool(q0.initialized) and bool(q2.initialized)
     if method == 'daq':  # the branch follows the input: signed, post-ReLU
+        net(x)
         assert (q0._nonneg, q2._nonneg) == (False, True)
     else:  # the bounds are the calibration percentiles
         assert q2.lower.item() == pytest.approx(stats['2'].lower)
@@ -413,9 +471,25 @@ def test_ddtb_calib_hook_selects_once(monkeypatch):
             m.act_quantizer.initialized.fill_(True)
 
     batches = [torch.rand(1, 2, 3, 3) * s for s in (1, 3, 9)]
+    model.data_preprocessor = lambda data, training: data
     monkeypatch.setattr(OffsetHook, 'before_train', calibrated)
-    monkeypatch.setattr(DDTBCalibHook, '_batches', lambda s, r, m: batches)
-    hook = DDTBCalibHook(dynamic_ratio=0.5)
+    # the private loader's epoch: three batches
+    monkeypatch.setattr(DDTBCalibHook, '_private_loader',
+                        lambda s, r: [dict(inputs=b) for b in batches])
+    with pytest.raises(ValueError, match='dynamic_batches'):
+        DDTBCalibHook(dynamic_batches=0)
+    with pytest.raises(ValueError, match='first_stage'):
+        DDTBCalibHook(first_stage=1.0)
+    # one batch: no variance anywhere, the first two layers (module order)
+    one = DDTBCalibHook(dynamic_ratio=0.5, dynamic_batches=1)
+    assert one.calibration_passes(None) == 3 * 8
+    one.before_train(SimpleNamespace(model=model))
+    assert [m.act_quantizer._dynamic for _, m in model.quant_layers()] == \
+        [True, True, False, False]
+    for _, m in model.quant_layers():
+        m.act_quantizer.initialized.fill_(False)
+    hook = DDTBCalibHook(dynamic_ratio=0.5)  # default: one epoch
+    assert hook.calibration_passes(SimpleNamespace()) == 3 * 8 + 2 * 3
     assert (hook.shift, hook.scale) == (False, False)
     state = torch.get_rng_state(), random.getstate()
     hook.before_train(SimpleNamespace(model=model))
@@ -447,16 +521,14 @@ def test_edsr_x4_w2a2_daq_and_ddtb_complexity():
     pams = count_complexity(table.quantize(table.build('EDSRNet'), 2, 'pams'),
                             probe_size=4)
     daq_net = table.quantize(table.build('EDSRNet'), 2, 'daq')
-    daq = count_complexity(daq_net, probe_size=4)
-    # no stored parameter: the ResBlock weights at 2 bits, the rest float
-    assert round(daq.storage_k, 1) == 411.7 and \
-        daq.storage_bits == pams.storage_bits - 32 * 32
-    # uncalibrated: 8 32-bit ops per input element on all 32 layers
-    assert _qbitops(daq) == 32 * 8 * LR_ELEMS * 32 * 32
-    assert abs(daq.bitops_t - 216.1) / 216.1 < 0.01  # 216.67T
-    for name, conv in quant_convs(daq_net):  # conv2 follows a ReLU
-        conv.act_quantizer.set_nonneg(name.endswith('conv2'))
+    # a config alone (uncalibrated): the probe tells each quantizer its
+    # branch (conv2 follows a ReLU), no layer is silently signed
     cal = count_complexity(daq_net, probe_size=4)
+    # no stored parameter: the ResBlock weights at 2 bits, the rest float
+    assert round(cal.storage_k, 1) == 411.7 and \
+        cal.storage_bits == pams.storage_bits - 32 * 32
+    assert [c.act_quantizer._nonneg for _, c in quant_convs(daq_net)] == \
+        [False, True] * 16
     assert _qbitops(cal) == 16 * (8 + 6) * LR_ELEMS * 1024
     assert abs(cal.bitops_t - 216.1) / 216.1 < 0.01  # 216.40T
 
@@ -491,8 +563,9 @@ def test_complexity_cli_on_the_configs(tmp_path):
                                for k, v in gen.state_dict().items()}}, ckpt)
     res = tool.main([cfg, str(ckpt)])
     assert round(res['storage_k'], 3) == 413.479
+    # DAQ's config alone: the probe sets each layer's branch (16 post-ReLU)
     res = tool.main([str(REPO / 'configs' / 'daq' / 'edsr_x4_w2a2.py')])
-    assert round(res['bitops_t'], 1) == 216.7
+    assert round(res['bitops_t'], 1) == 216.4
 
 
 def test_ddtb_config_learning_rates():

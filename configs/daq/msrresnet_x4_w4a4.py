@@ -7,8 +7,9 @@ work_dir = f'./work_dirs/{experiment_name}'
 # channel-wise mean/std normalisation with a Gaussian-optimal step and
 # quantized sigmas (odm_mm/quantizers_daq.py, docs/baselines.md). No
 # learnable quantizer parameter; the official recipe trains with L1 only
-# (no SKT, no teacher); no L_V, no offsets. Calibration only sets each
-# layer's branch (input after a ReLU or not).
+# (no SKT, no teacher); no L_V, no offsets. Nothing to calibrate: the
+# post-ReLU branch is decided at every call (x.min() == 0, as official), so
+# `tools/test.py CONFIG FP32.pth` is DAQ without QAT (its paper's setting).
 model = dict(quant_cfg=dict(w_bits=4, a_bits=4, method='daq'),
              var_loss=None, skt_loss=None)
 optim_wrapper = _base_.odm_pams_optim_wrapper

@@ -12,7 +12,10 @@ derivation and the residual mismatches are in ``docs/complexity.md``):
   counted. Reported in "K" = bits / 32 / 1000 (thousands of 32-bit values).
   ``count_weight_ranges=True`` adds the weight quantization range each
   quantized layer implies at deployment (2 values for ODM's percentile range,
-  1 for PAMS's max|w|), not counted by default.
+  1 for PAMS's max|w|, 1 for DAQ's std, 2 for DDTB's percentile range, and a
+  quantizer's ``extra_range_values()``, e.g. the 2 max|w| of a DDTB gate):
+  the one convention under which docs/complexity.md compares the methods;
+  off by default (the benchmark's figures).
 * **MACs** of a convolution = output elements x (C_in / groups x k_h x k_w);
   of a Linear = tokens x in_features x out_features; of a Swin window
   attention = its two matmuls, ``q k^T`` and ``A v``, ``2 x tokens x N x C``
@@ -47,6 +50,14 @@ the activation quantizer's ``runtime_bitops_terms((C_in, H, W))`` --
 DAQ's run-time statistics -- is added to the conv's BitOPs (reported as
 ``quantizer_bitops``).
 
+Placement sites (:class:`odm_mm.act_site.ActSite`: an activation
+quantizer outside a conv, e.g. DDTB's quantized skip paths) are counted like
+a quantized conv's activation quantizer: their parameters at
+``param_storage_bits``, their ``runtime_bitops_terms`` at their input's
+resolution. A conv whose input sums ``k`` quantized tensors (its activation
+quantizer's ``input_terms``, e.g. EDSR's conv1 under DDTB's official
+placement) costs ``k`` integer convs.
+
 Extension point: a module (outside quantized convs) that defines
 ``bitops_terms(inputs, output) -> Iterable[(ops, bits_a, bits_b)]`` is
 counted with those terms (ops at the probe resolution, scaled to the target
@@ -73,6 +84,7 @@ __all__ = ['LayerComplexity', 'ComplexityReport', 'count_complexity',
 KIND_FAMILY = {'conv': 'conv', 'qconv': 'conv', 'linear': 'linear',
                'qlinear': 'linear', 'matmul': 'matmul', 'qact': 'matmul'}
 _QUANT_KINDS = ('qconv', 'qlinear')
+_SITE_KINDS = ('site', 'qact')
 
 PAPER_HR_SIZE = (1080, 1920)  # (H, W) of the paper's 1920 x 1080 output
 _Size = Union[int, Tuple[int, int]]
@@ -114,6 +126,13 @@ def _enabled_offsets(m: nn.Module) -> List[Tensor]:
     return out
 
 
+def _is_site(m: nn.Module) -> bool:
+    """An activation quantizer outside a conv (a placement's site,
+    :class:`odm_mm.act_site.ActSite`): has ``act_quantizer``, no conv."""
+    return (hasattr(m, 'act_quantizer') and hasattr(m, 'quant_enabled')
+            and not isinstance(m, (nn.modules.conv._ConvNd, nn.Linear)))
+
+
 def _is_skip(m: nn.Module) -> bool:
     if hasattr(m, 'bitops_terms'):
         return True
@@ -148,9 +167,12 @@ def _storage_rows(model: nn.Module,
         if is_quant_layer(m):
             quant_names.append(name)
             kind = 'qconv' if is_quant_conv(m) else 'qlinear'
-        elif isinstance(m, QuantAct):
+        elif isinstance(m, QuantAct):  # an attention matmul operand
             quant_names.append(name)
             kind = 'qact'
+        elif _is_site(m):
+            quant_names.append(name)
+            kind = 'site'
         elif is_window_attention(m) or isinstance(m, QuantWindowAttention):
             kind = 'matmul'
         elif isinstance(m, nn.modules.conv._ConvNd):
@@ -163,9 +185,10 @@ def _storage_rows(model: nn.Module,
             kind = 'params'
         row = LayerComplexity(name=name, type=type(m).__name__, kind=kind)
         quant = kind in _QUANT_KINDS
-        params = (m.named_parameters() if quant or kind == 'qact' else
+        params = (m.named_parameters() if quant or kind in _SITE_KINDS else
                   m.named_parameters(recurse=False))
-        active = _quant_active(m) or (kind == 'qact' and m.quant_enabled)
+        active = _quant_active(m) or (kind in _SITE_KINDS
+                                      and m.quant_enabled)
         offsets = {id(p) for p in _enabled_offsets(m)} if quant else set()
         for pname, p in params:
             if id(p) in seen:
@@ -180,16 +203,12 @@ def _storage_rows(model: nn.Module,
                 row.offset_storage_bits += p.numel() * bits
             elif quant and pname == 'weight' and active:
                 bits = m.w_bits
-            elif kind == 'qact' and _quantizer_bits(m, pname) is not None:
-                bits = _quantizer_bits(m, pname)
-                if bits == 0:
-                    continue
-                bits = bits if active else FP_BITS
-            elif quant and _quantizer_bits(m, pname) is not None:
+            elif (quant or kind in _SITE_KINDS) and \
+                    _quantizer_bits(m, pname) is not None:
                 bits = _quantizer_bits(m, pname)
                 if bits == 0:
                     continue  # not stored (e.g. an unused gate)
-                bits = bits if active else FP_BITS
+                bits = bits if active or kind in _SITE_KINDS else FP_BITS
             else:
                 bits = FP_BITS
             row.params += p.numel()
@@ -202,6 +221,12 @@ def _storage_rows(model: nn.Module,
                 n = m.weight_quantizer.range_values
                 row.params += n
                 row.storage_bits += n * FP_BITS
+        if count_weight_ranges and (kind in _SITE_KINDS or (
+                quant and active)):
+            extra = getattr(m.act_quantizer, 'extra_range_values', None)
+            n = int(extra()) if callable(extra) else 0
+            row.params += n
+            row.storage_bits += n * FP_BITS
         if kind != 'params' or row.params:
             rows[name] = row
     return rows
@@ -245,8 +270,8 @@ class _Probe:
             handles.append(modules[name].register_forward_hook(
                 self._hook(name)))
         for m in self.model.modules():
-            if is_quant_layer(m) or isinstance(m, QuantAct):
-                # plain float layer: same shapes, no stats
+            # plain float layer / site: same shapes, no stats
+            if is_quant_layer(m) or _is_site(m):
                 saved.append((m, getattr(m, 'quant_enabled', True),
                               getattr(m, 'observer', None)))
                 m.quant_enabled = False
@@ -324,8 +349,10 @@ def _count_ops(row: LayerComplexity, m: nn.Module, calls: List[Tuple],
                 macs = c_out * pix_out * (c_in // m.groups) * k
             row.out_shape = (c_out, *out_sp)
             row.macs += macs
-            row.bitops += 2 * macs * wb * ab
             quant = getattr(m, 'act_quantizer', None)
+            # an input summing k quantized tensors: k integer convs
+            terms = int(getattr(quant, 'input_terms', 1)) if active else 1
+            row.bitops += 2 * macs * wb * ab * terms
             if row.kind == 'qconv' and active and \
                     hasattr(quant, 'runtime_bitops_terms'):
                 extra = sum(int(o) * int(ba) * int(bb) for o, ba, bb in
@@ -338,6 +365,17 @@ def _count_ops(row: LayerComplexity, m: nn.Module, calls: List[Tuple],
                 off = n_off * c_in * pix_in * ob * FP_BITS
                 row.offset_bitops += off
                 row.bitops += off
+            continue
+        if row.kind == 'site':  # the quantizer's run-time work
+            row.a_bits = m.act_quantizer.bits
+            spatial = [round(s * r) for s, r in zip(in_shape[2:], ratio)]
+            row.out_shape = (in_shape[1], *spatial)
+            if getattr(m, 'quant_enabled', True):
+                extra = sum(int(o) * int(ba) * int(bb) for o, ba, bb in
+                            m.act_quantizer.runtime_bitops_terms(
+                                (in_shape[1], *spatial)))
+                row.quantizer_bitops += extra
+                row.bitops += extra
             continue
         # non-conv: scale element counts by the pixel ratio of the output
         pix = ratio[0] * ratio[1] if len(out_shape) >= 4 else Fraction(1)

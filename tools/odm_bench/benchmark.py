@@ -236,8 +236,14 @@ class Benchmark:
                              d['data_root'], d['train_folder'],
                              d['test_root'],
                              self.test_sets(preset, d['test_root']))
-            res = run_training(cfg, osp.join(run_dir, 'result.json'),
-                               self._after(run_dir, lr_path))
+            if METHODS[method].qat:
+                res = run_training(cfg, osp.join(run_dir, 'result.json'),
+                                   self._after(run_dir, lr_path))
+            else:  # training-free: the FP32 checkpoint, quantized
+                cfg.work_dir = run_dir
+                res = test_only(cfg, ckpt, osp.join(run_dir, 'result.json'),
+                                self._after(run_dir, lr_path))
+                res = dict(res, training_free=True)
             if curve_points(preset) and 'curve' not in res:  # (seeded)
                 res = dict(res, curve=self.curve(cfg, preset, run_dir, res,
                                                  d['test_root']))
@@ -250,7 +256,8 @@ class Benchmark:
                                          .items() if v != p.to_dict()[k]})
         speed_path = osp.join(self.work_dir, 'step_times.json')
         plain = {n: osp.join(self.work_dir, 'runs', n) for n, r in
-                 runs.items() if not r['tag']}
+                 runs.items()
+                 if not r['tag'] and not r.get('training_free')}
         speed = load_json(speed_path) if osp.isfile(speed_path) else {}
         if self.speed and plain and set(plain) - set(speed):
             print_log('[bench] interleaved step-time measurement of '

@@ -175,8 +175,9 @@ def method_parts(config: str) -> Dict:
 
     Returns:
         ``quant_method`` (``model.quant_cfg.method``, default ``'odm'``),
-        ``weight_cfg`` (``model.quant_cfg.weight_cfg``: options of the
-        method's weight quantizer), ``var_loss`` / ``skt_loss``
+        ``weight_cfg`` / ``act_cfg`` (``model.quant_cfg.*``: options of
+        the method's weight / activation quantizer), ``placement``
+        (``model.quant_cfg.placement``, None: the conv inputs), ``var_loss`` / ``skt_loss``
         (``model.*``, ``'paper'`` when the config does not set them),
         ``mismatch_loss`` (``model.mismatch_loss``, None when not set),
         ``optim_wrapper`` and ``offset_hook``
@@ -199,6 +200,8 @@ def method_parts(config: str) -> Dict:
     qcfg = model.get('quant_cfg', {})
     return dict(quant_method=qcfg.get('method', 'odm'),
                 weight_cfg=dict(qcfg.get('weight_cfg', {})),
+                act_cfg=dict(qcfg.get('act_cfg', {})),
+                placement=qcfg.get('placement'),
                 var_loss=model.get('var_loss', 'paper'),
                 mismatch_loss=copy.deepcopy(model.get('mismatch_loss')),
                 skt_loss=model.get('skt_loss', 'paper'),
@@ -279,6 +282,10 @@ def qat_config(preset: Preset, method: str, bits: int, work_dir: str,
     model.quant_cfg.pop('weight_cfg', None)
     if weight_cfg:
         model.quant_cfg.weight_cfg = weight_cfg
+    for key in ('act_cfg', 'placement'):
+        model.quant_cfg.pop(key, None)
+        if parts[key]:
+            model.quant_cfg[key] = copy.deepcopy(parts[key])
     mis = parts['mismatch_loss']
     if mis == 'paper':  # the preset's lambda_M replaces the paper's
         mis = dict(type='MismatchRegLoss')

@@ -123,8 +123,8 @@ def _diagnostics(log: Dict, recs: List[Dict]) -> Dict:
     for key, name in (('layer_widths_start', 'range_width_start'),
                       ('layer_widths_end', 'range_width_end')):
         w = log.get(key)
-        if w:
-            out[name] = _mean(list(w.values()))
+        if w:  # (NaN: a layer without a range of its own, left out)
+            out[name] = _mean([v for v in w.values() if v == v])
     for key in ('quantizer_state_start', 'quantizer_state_end'):
         if log.get(key):
             out[key] = log[key]

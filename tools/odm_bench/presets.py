@@ -23,6 +23,10 @@ key            config                                           Table 5
 ``odm``        ``configs/odm/edsr_x4_w2a2.py``                  EDSR-ODM
 ``daq``        ``configs/daq/edsr_x4_w2a2.py``                  (Table 1)
 ``ddtb``       ``configs/ddtb/edsr_x4_w2a2.py``                 (Table 1)
+``daq_free``   ``configs/daq/edsr_x4_w2a2.py``, no QAT          (Table 1)
+``daq_std8``   ``configs/daq/edsr_x4_w2a2_std8.py``             -
+``ddtb_off``   ``configs/ddtb/edsr_x4_w2a2_official.py``        (Table 1)
+``ddtb_place`` ``configs/ddtb/edsr_x4_w2a2_placement.py``       -
 ``mr_coop``    ``configs/odm_eccv24/ablation/..._b_coop_mr.py``   v2 (b)
 ``wcc``        ``configs/odm_eccv24/ablation/..._c_wcc.py``       v2 (c)
 ``wcc_mr_plain`` ``configs/odm_eccv24/ablation/..._d_wcc_naive_mr.py``  v2 (d)
@@ -56,11 +60,16 @@ class Method:
         label: Row label in the tables.
         config: The recipe (repo-relative config path).
         ablation: Table 5 marker, e.g. ``'(a)'``.
+        qat: False for a training-free method: the run calibrates nothing
+            and trains nothing, it tests the FP32 checkpoint with the
+            method's quantizers (``tools/test.py CONFIG FP32.pth``; DAQ
+            without QAT, as its paper reports it).
     """
     key: str
     label: str
     config: str
     ablation: str = ''
+    qat: bool = True
 
 
 _AB = 'configs/odm/ablation/edsr_x4_w2a2_'
@@ -77,6 +86,18 @@ METHODS: Dict[str, Method] = {m.key: m for m in [
     Method('daq_clip', 'EDSR-DAQ (clipped)',
            'configs/daq/edsr_x4_w2a2_clip.py'),
     Method('ddtb', 'EDSR-DDTB', 'configs/ddtb/edsr_x4_w2a2.py'),
+    # as their authors ran them (issue #18): DAQ without QAT (its paper's
+    # setting), DAQ with 8-bit sigmas (its EDSR-full script), DDTB with the
+    # official placement (skip and residual paths quantized)
+    Method('daq_free', 'EDSR-DAQ training-free',
+           'configs/daq/edsr_x4_w2a2.py', qat=False),
+    Method('daq_std8', 'EDSR-DAQ 8-bit sigmas',
+           'configs/daq/edsr_x4_w2a2_std8.py'),
+    Method('ddtb_off', 'EDSR-DDTB official (placement + first stage)',
+           'configs/ddtb/edsr_x4_w2a2_official.py'),
+    # the official placement alone (no first stage, gate starting at 1)
+    Method('ddtb_place', 'EDSR-DDTB official placement only',
+           'configs/ddtb/edsr_x4_w2a2_placement.py'),
     # the published version (ECCV 2024), its Table 5 rows
     Method('mr_coop', 'ODM-24 coop. mismatch reg.', _AB24 + 'b_coop_mr.py',
            'v2 (b)'),
@@ -357,7 +378,9 @@ PRESETS: Dict[str, Preset] = {
               + _all(2, ['daq', 'daq_clip', 'ddtb'])
               + _all(4, ['daq', 'ddtb'])
               + _all(2, ['wcc', 'mr_coop', 'wcc_mr_plain', 'odm24'])
-              + _all(4, ['wcc', 'odm24'])),
+              + _all(4, ['wcc', 'odm24'])
+              + _all(2, ['daq_free', 'daq_std8', 'ddtb_off', 'ddtb_place'])
+              + _all(4, ['daq_free', 'daq_std8', 'ddtb_off'])),
         sweep=_EDSR_SWEEP, optional_test_sets=('Urban100',),
         budget_min=150),
     'swinir': Preset(

@@ -47,8 +47,9 @@ def _header(results: Dict, first: List[str]) -> List[str]:
 
 
 def table1(results: Dict) -> str:
-    """Table 1 shape: FP32, bicubic, then PAMS / DAQ / DDTB / ODM-q / ODM
-    per bit-width."""
+    """Table 1 shape: FP32, bicubic, then PAMS / DAQ (training-free, QAT,
+    variants) / DDTB (conv inputs, official placement) / ODM-q / ODM per
+    bit-width."""
     lines = _header(results, ['Model', 'Bit', 'Storage', 'BitOPs'])
     sets = _sets(results)
 
@@ -65,8 +66,9 @@ def table1(results: Dict) -> str:
         row('FP32 without its body (control)', 32, dict(metrics=nobody))
     runs = results['runs']
     for bits in sorted({r['bits'] for r in runs.values()}, reverse=True):
-        for key in ('pams', 'daq', 'daq_clip', 'ddtb', 'odm_q', 'odm',
-                    'wcc', 'odm24'):
+        for key in ('pams', 'daq_free', 'daq', 'daq_clip', 'daq_std8',
+                    'ddtb', 'ddtb_place', 'ddtb_off', 'odm_q', 'odm', 'wcc',
+                    'odm24'):
             e = runs.get(f'{key}_w{bits}a{bits}')
             if e is not None:
                 row(e['label'], bits, e)

@@ -19,11 +19,13 @@ ddtb_optim_wrapper = dict(
     }))
 
 
-def _hooks(ratio, percentile_j=1.0):
+def _hooks(ratio, percentile_j=1.0, first_stage=0.0):
+    # the dynamic layers are chosen over one epoch (dynamic_batches=None),
+    # as the official calibration epoch
     return [
         dict(type='BasicVisualizationHook', interval=1),
         dict(type='DDTBCalibHook', dynamic_ratio=ratio, num_batches=8,
-             percentile_j=percentile_j),
+             percentile_j=percentile_j, first_stage=first_stage),
         dict(type='NumericalGuardHook'),
     ]
 
@@ -32,3 +34,14 @@ ddtb_edsr_hooks = _hooks(0.3)
 # RDN: official M=95 activation calibration (P_5/P_95)
 ddtb_rdn_hooks = _hooks(0.5, 5.0)
 ddtb_msrresnet_hooks = _hooks(0.1)
+
+# As the authors ran it (configs/ddtb/*_official.py): the official
+# placement (quantized skip / residual paths, quant_cfg.placement), the
+# official first stage (epochs 2-5 of 60 after the calibration epoch: the
+# gate is computed, the static bounds quantize, MSE(logits, 0) is added;
+# 4 / 60 of the iterations) and the official random init of the gate's last
+# layer (quant_cfg.act_cfg.gate_init).
+ddtb_official_quant_cfg = dict(placement='ddtb_official',
+                               act_cfg=dict(gate_init='official'))
+ddtb_edsr_official_hooks = _hooks(0.3, first_stage=4 / 60)
+ddtb_rdn_official_hooks = _hooks(0.5, 5.0, first_stage=4 / 60)

@@ -56,7 +56,7 @@ def table5_published(results: Dict, bits: int = 2) -> str:
             bo = f'{c["bitops_t"] - base["complexity"]["bitops_t"]:+.4f}T'
         else:
             st, bo = f'{c["storage_k"]:.1f}K', f'{c["bitops_t"]:.2f}T'
-        cells = [f'{m.ablation} {m.label}'.strip(),
+        cells = [f'{m.ablation} {e["label"]}'.strip(),
                  'yes' if f.get('wcc') else '-',
                  'yes' if f.get('coop') and f.get('mismatch') else '-',
                  'yes' if f.get('mismatch') else '-', st, bo]

@@ -11,8 +11,8 @@ from .version import __version__
 from . import quantizers, layers, swap  # noqa: F401  (torch-only)
 # each file registers its method: the published ODM's weight clipping
 # correction ('odm_wcc') and the baselines ('daq', 'ddtb')
-from . import quantizers_wcc  # noqa: F401,E402
-from . import quantizers_daq, quantizers_ddtb  # noqa: F401,E402
+from .quantizers import wcc  # noqa: F401,E402
+from .quantizers import daq, ddtb  # noqa: F401,E402
 from .attention import QuantWindowAttention
 from .layers import QuantConv
 from .layers_linear import QuantLinear

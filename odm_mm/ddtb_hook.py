@@ -9,8 +9,8 @@ dynamic gate. Here, before the first training iteration and after the
 bounds are calibrated (:class:`~odm_mm.hooks.OffsetHook`, offsets off by
 default), the same statistic is measured on ``dynamic_batches`` batches
 (default: one epoch of the training set, as official) of the same private
-fixed-seed loader (:func:`odm_mm.quantizers_ddtb.dynamic_scores`) and
-:func:`~odm_mm.quantizers_ddtb.select_dynamic` sets the ``dynamic`` flags.
+fixed-seed loader (:func:`odm_mm.quantizers.ddtb.dynamic_scores`) and
+:func:`~odm_mm.quantizers.ddtb.select_dynamic` sets the ``dynamic`` flags.
 The flags are buffers, so they are in every checkpoint; a resumed run (all
 quantizers initialised) is not re-selected. Under DDP rank 0's choice is
 broadcast. The random-number state is restored afterwards.
@@ -34,7 +34,7 @@ from mmengine.logging import print_log
 from mmagic.registry import HOOKS
 
 from .hooks import OffsetHook
-from .quantizers_ddtb import _ddtb_layers, dynamic_scores, select_dynamic
+from .quantizers.ddtb import _ddtb_layers, dynamic_scores, select_dynamic
 
 __all__ = ['DDTBCalibHook']
 

@@ -17,9 +17,9 @@ from odm_mm.analysis import count_complexity, storage_bits
 from odm_mm.calibration import LayerStats, calibrate_model
 from odm_mm.layers import QuantConv
 from odm_mm.quantizers import QUANTIZERS
-from odm_mm.quantizers_daq import (GAUSSIAN_STEPS, DAQActQuantizer,
+from odm_mm.quantizers.daq import (GAUSSIAN_STEPS, DAQActQuantizer,
                                    DAQWeightQuantizer)
-from odm_mm.quantizers_ddtb import (DDTBActQuantizer, DDTBWeightQuantizer,
+from odm_mm.quantizers.ddtb import (DDTBActQuantizer, DDTBWeightQuantizer,
                                     ddtb_fake_quant, dynamic_scores,
                                     select_dynamic)
 from odm_mm.swap import quant_convs

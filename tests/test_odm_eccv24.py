@@ -12,7 +12,7 @@ from odm_mm.layers import QuantConv
 from odm_mm.mismatch import (MismatchRegLoss, mismatch,
                              mismatch_regularization)
 from odm_mm.quantizers import ActQuantizer, quantizer_classes
-from odm_mm.quantizers_wcc import MSE_GRID, WCCWeightQuantizer, mse_gamma
+from odm_mm.quantizers.wcc import MSE_GRID, WCCWeightQuantizer, mse_gamma
 
 
 def ref_wcc(w, gamma, bits, j=1.0):

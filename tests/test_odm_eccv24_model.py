@@ -10,7 +10,7 @@ from torch.testing import assert_close
 
 import odm_mm  # noqa: F401  (registers)
 from odm_mm.gate import LossParts
-from odm_mm.quantizers_wcc import WCCWeightQuantizer
+from odm_mm.quantizers.wcc import WCCWeightQuantizer
 
 from conftest import REPO
 from test_odm_model import batch, build, calibrated, fp32_ckpt, sgd_wrapper

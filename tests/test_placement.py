@@ -15,7 +15,7 @@ from odm_mm.calibration import calibrate_model
 from odm_mm.placement import (PLACEMENTS, Placement, QuantizedInput,
                               act_sites, apply_placement, get_placement,
                               register_placement)
-from odm_mm.quantizers_ddtb import (DDTBActQuantizer, _ddtb_layers,
+from odm_mm.quantizers.ddtb import (DDTBActQuantizer, _ddtb_layers,
                                     dynamic_scores)
 from odm_mm.swap import quant_convs
 

@@ -5,7 +5,7 @@ work_dir = f'./work_dirs/{experiment_name}'
 
 # DAQ baseline (Hong et al., WACV 2022) in the same framework: per-image
 # channel-wise mean/std normalisation with a Gaussian-optimal step and
-# quantized sigmas (odm_mm/quantizers_daq.py, docs/baselines.md). No
+# quantized sigmas (odm_mm/quantizers/daq.py, docs/baselines.md). No
 # learnable quantizer parameter; the official recipe trains with L1 only
 # (no SKT, no teacher); no L_V, no offsets. Nothing to calibrate: the
 # post-ReLU branch is decided at every call (x.min() == 0, as official), so

@@ -29,7 +29,7 @@ sys.path.insert(0, osp.abspath(osp.join(osp.dirname(__file__), '..', '..')))
 
 from odm_mm.calibration import weight_noise_to_signal  # noqa: E402
 from odm_mm.quantizers import WeightQuantizer  # noqa: E402
-from odm_mm.quantizers_wcc import WCCWeightQuantizer  # noqa: E402
+from odm_mm.quantizers.wcc import WCCWeightQuantizer  # noqa: E402
 
 
 def weight_table(weights: Sequence[torch.Tensor], bits: int,

@@ -2,7 +2,7 @@
 # trainable bounds per layer, a 2-bit dynamic gate on the top layers by
 # var(batch max) + var(batch min) (the official dynamic_ratio per network:
 # EDSR 0.3, RDN 0.5, SRResNet 0.1), DDTB's percentile weight quantizer
-# (odm_mm/quantizers_ddtb.py, docs/baselines.md). L1 + SKT (the official
+# (odm_mm/quantizers/ddtb.py, docs/baselines.md). L1 + SKT (the official
 # at_loss), no L_V, no offsets. The bounds learn at the official 1e-2
 # converted to [0, 1] pixels (Adam steps are in feature units: 1e-2 / 255,
 # i.e. lr_mult 100 / 255), the gate and the weights at the base lr.

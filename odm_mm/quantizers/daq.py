@@ -44,7 +44,7 @@ from typing import Any, Dict, List, Optional, Tuple
 import torch
 from torch import Tensor
 
-from .quantizers import (ActQuantizerBase, IntegerForm, Quantizer,
+from .base import (ActQuantizerBase, IntegerForm, Quantizer,
                          register_quantizer)
 
 __all__ = ['GAUSSIAN_STEPS', 'PassThroughSTE', 'pass_through',

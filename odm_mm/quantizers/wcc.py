@@ -46,7 +46,7 @@ from typing import Dict, List, Optional, Tuple
 import torch
 from torch import Tensor, nn
 
-from .quantizers import (ActQuantizer, IntegerForm, Quantizer, eq1_codes,
+from .base import (ActQuantizer, IntegerForm, Quantizer, eq1_codes,
                          eq1_dequantize, eq1_integer_form, fake_quant,
                          percentile, register_quantizer)
 

@@ -16,7 +16,7 @@ behaviour, so callers never branch on a method name:
 * optional learnable weight state: ``init_from_weight(w)`` (calibration),
   ``reg_free_parameters()`` (learned from the reconstruction loss alone)
   and ``summary()`` (scalars the recorder logs), e.g. the clipping
-  factor of :mod:`odm_mm.quantizers_wcc`;
+  factor of :mod:`odm_mm.quantizers.wcc`;
 * optional cost hooks for methods with extra state or run-time work (DAQ,
   DDTB): ``param_storage_bits(name)`` (bits per value of each of its
   parameters in a deployed model, 0 = not stored; default 32) and

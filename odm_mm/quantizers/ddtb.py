@@ -29,8 +29,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 # _clip: x gets the gradient on [lo, hi], the bound that clips outside it
-from .placement import Placement, register_placement
-from .quantizers import (ActQuantizer, ActQuantizerBase, IntegerForm,
+from ..placement import Placement, register_placement
+from .base import (ActQuantizer, ActQuantizerBase, IntegerForm,
                          PAMSWeightQuantizer, WeightQuantizer, _clip,
                          register_quantizer, round_ste)
 

@@ -13,9 +13,9 @@ from . import quantizers, layers, swap  # noqa: F401  (torch-only)
 # correction ('odm_wcc') and the baselines ('daq', 'ddtb')
 from .quantizers import wcc  # noqa: F401,E402
 from .quantizers import daq, ddtb  # noqa: F401,E402
-from .attention import QuantWindowAttention
+from .layers.attention import QuantWindowAttention
 from .layers import QuantConv
-from .layers_linear import QuantLinear
+from .layers.linear import QuantLinear
 from .swap import swap_convs
 
 HAS_MMAGIC = False

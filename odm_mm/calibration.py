@@ -2,10 +2,10 @@
 
 Torch-only. Algorithm 1, first lines: feed calibration batches through the
 *FP32* network (every :class:`~odm_mm.layers.QuantConv` /
-:class:`~odm_mm.layers_linear.QuantLinear` with quantization switched off,
+:class:`~odm_mm.layers.linear.QuantLinear` with quantization switched off,
 offsets at the identity), and per quantized layer measure on the tensor it
 quantizes (a Linear's ``(B, N, C)`` tokens as the ``(B, C, N, 1)`` map of
-:meth:`~odm_mm.layers_linear.QuantLinear.as_feature_map`: channel
+:meth:`~odm_mm.layers.linear.QuantLinear.as_feature_map`: channel
 statistics are over the token channels):
 
 * the 1st and 99th percentile (``j``-th / ``100-j``-th), averaged over the
@@ -47,10 +47,10 @@ from typing import (Any, Callable, Dict, Iterable, Iterator, List, Optional,
 import torch
 from torch import Tensor, nn
 
-from .act_site import ActSite
+from .layers.act_site import ActSite
 from .fullquant import SkipQuantizer
 from .layers import QuantConv, QuantInputMixin, quantize_offset
-from .layers_linear import QuantLinear
+from .layers.linear import QuantLinear
 from .quantizers import percentile_range
 
 __all__ = ['LayerStats', 'FeatureObserver', 'observe', 'calibrate',
@@ -176,7 +176,7 @@ def calibrate(model: nn.Module, batches: Iterable,
     """Run ``batches`` through the FP32 model and measure every quantizer.
 
     Measures every QuantConv / QuantLinear input, every activation site
-    (:class:`~odm_mm.act_site.ActSite`: a placement's sites, the attention
+    (:class:`~odm_mm.layers.act_site.ActSite`: a placement's sites, the attention
     matmul operands) and every skip connection quantized by
     :func:`odm_mm.fullquant.quantize_skips`.
 
@@ -272,7 +272,7 @@ def apply_calibration(model: nn.Module, stats: Dict[str, LayerStats],
 
     Also records the choice in ``stats`` (``shift``/``scale`` fields).
     Quantization points without weights (skip connections,
-    :mod:`odm_mm.fullquant`; activation sites, :mod:`odm_mm.act_site`: a
+    :mod:`odm_mm.fullquant`; activation sites, :mod:`odm_mm.layers.act_site`: a
     placement's sites and the attention matmul operands) get their range
     (``init_from_stats``) and take no part in the offset selection. The
     offsets start at the identity (see :func:`init_offsets_from_stats` for

@@ -45,7 +45,7 @@ from mmengine.logging import HistoryBuffer
 from torch import Tensor
 
 from .fullquant import skip_quantizers
-from .act_site import act_sites
+from .layers.act_site import act_sites
 from .swap import quant_layers
 
 __all__ = ['read_fp32_state', 'load_fp32_generator',
@@ -162,7 +162,7 @@ def load_fp32_generator(generator: torch.nn.Module,
 
     The QuantConv / QuantLinear extras (bounds, offsets, flags), skip
     quantizers and activation sites (a placement's sites, the attention
-    operands; :mod:`odm_mm.act_site`) may be absent; every other
+    operands; :mod:`odm_mm.layers.act_site`) may be absent; every other
     key must match. Raises one ValueError naming the first offending keys.
     """
     own = generator.state_dict()

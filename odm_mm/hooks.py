@@ -37,7 +37,7 @@ from mmagic.registry import HOOKS
 
 from .calibration import OFFSET_INITS, OFFSET_POLICIES, LayerStats, \
     calibrate_model, observe, offset_table, quantization_error
-from .act_site import act_sites
+from .layers.act_site import act_sites
 
 __all__ = ['OffsetHook']
 

@@ -45,7 +45,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 import torch
 from torch import Tensor, nn
 
-from .act_site import ActSite, act_sites
+from .layers.act_site import ActSite, act_sites
 from .layers import QuantConv
 from .quantizers import (ActQuantizerBase, IntegerForm, check_bits,
                          quantizer_classes)

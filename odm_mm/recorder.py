@@ -28,7 +28,7 @@ from mmengine.model import is_model_wrapper
 
 from mmagic.registry import HOOKS
 
-from .act_site import act_sites
+from .layers.act_site import act_sites
 
 __all__ = ['QATRecorderHook']
 

@@ -6,9 +6,9 @@ registers its classes on import (``mmagic.registry.MODELS``, ``HOOKS``,
 """
 from mmagic.registry import MODELS
 
-from .attention import QuantWindowAttention
+from .layers.attention import QuantWindowAttention
 from .layers import QuantConv
-from .layers_linear import QuantLinear
+from .layers.linear import QuantLinear
 from .losses import SKTLoss, VarianceRegLoss
 from .mismatch import MismatchRegLoss
 

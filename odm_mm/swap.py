@@ -5,9 +5,9 @@ replaces every module whose qualified name matches one of the regular
 expressions (``re.fullmatch``):
 
 * ``nn.Conv2d`` -> :class:`~odm_mm.layers.QuantConv` (``from_conv``),
-* ``nn.Linear`` -> :class:`~odm_mm.layers_linear.QuantLinear`
+* ``nn.Linear`` -> :class:`~odm_mm.layers.linear.QuantLinear`
   (``from_linear``),
-* a Swin window attention -> :class:`~odm_mm.attention.
+* a Swin window attention -> :class:`~odm_mm.layers.attention.
   QuantWindowAttention` (``from_attention``: its two matmuls take quantized
   operands; its ``qkv``/``proj`` Linears are swapped by their own names),
 
@@ -39,9 +39,9 @@ from typing import Any, Dict, Iterable, List, Optional, Sequence, Union
 
 from torch import nn
 
-from .attention import QuantWindowAttention, is_window_attention
+from .layers.attention import QuantWindowAttention, is_window_attention
 from .layers import QuantConv
-from .layers_linear import QuantLinear
+from .layers.linear import QuantLinear
 
 __all__ = ['PRESETS', 'swap_convs', 'resolve_patterns', 'quant_convs',
            'quant_layers', 'quant_attentions', 'unswap_convs']

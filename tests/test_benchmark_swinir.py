@@ -17,8 +17,8 @@ def test_swinir_preset_builds_its_generator_in_both_stages(tmp_path):
     from mmagic.registry import MODELS
     from mmengine.registry import init_default_scope
     from odm_bench.configs import fp32_config, qat_config
-    from odm_mm.layers_linear import QuantLinear
-    from odm_mm.attention import QuantWindowAttention
+    from odm_mm.layers.linear import QuantLinear
+    from odm_mm.layers.attention import QuantWindowAttention
     init_default_scope('mmagic')
     p = get_preset('swinir')
     fp = fp32_config(p, str(tmp_path / 'fp32'), str(tmp_path), 'T91',

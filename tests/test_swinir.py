@@ -15,10 +15,10 @@ import torch.nn.functional as F
 from torch import nn
 
 import odm_mm
-from odm_mm.attention import QuantAct, QuantWindowAttention, quant_acts
+from odm_mm.layers.attention import QuantAct, QuantWindowAttention, quant_acts
 from odm_mm.calibration import calibrate, calibrate_model
 from odm_mm.layers import quantize_offset
-from odm_mm.layers_linear import QuantLinear
+from odm_mm.layers.linear import QuantLinear
 from odm_mm.losses import attention_map
 from odm_mm.quantizers import (QUANTIZERS, ActQuantizer, WeightQuantizer,
                                register_quantizer)

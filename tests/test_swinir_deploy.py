@@ -9,7 +9,7 @@ import torch
 import odm_mm
 from odm_mm.analysis.complexity import KIND_FAMILY, count_complexity
 from odm_mm.calibration import calibrate_model
-from odm_mm.attention import quant_acts
+from odm_mm.layers.attention import quant_acts
 from odm_mm.swap import swap_convs
 
 from conftest import REPO

@@ -6,7 +6,7 @@ work_dir = f'./work_dirs/{experiment_name}'
 # DAQ baseline on SwinIR-light x4 W2A2 (DAQ's authors ran CNNs only):
 # the same placement as ODM (every RSTB: convs, Linears, both attention
 # matmuls). A token feature is channel-wise normalised over its tokens, as
-# a conv input over its pixels (odm_mm/layers_linear.py); L1 only, no L_V,
+# a conv input over its pixels (odm_mm/layers/linear.py); L1 only, no L_V,
 # no offsets.
 model = dict(quant_cfg=dict(w_bits=2, a_bits=2, method='daq'),
              var_loss=None, skt_loss=None)

@@ -25,7 +25,7 @@ derivation and the residual mismatches are in ``docs/complexity.md``):
 * **BitOPs** = 2 x MACs x b_w x b_a (one multiply and one add per MAC, each
   weighted by the bit-widths of its two operands; 32 x 32 for float layers).
   For the attention matmuls both operands are activations: ``b_q x b_k`` for
-  ``q k^T`` and ``b_A x b_v`` for ``A v`` (:class:`~odm_mm.attention.
+  ``q k^T`` and ``b_A x b_v`` for ``A v`` (:class:`~odm_mm.layers.attention.
   QuantAct` bit-widths, 32 where not quantized). Token counts (Linears and
   attentions) scale with the LR pixel count from the probe to the target
   (exact when the target LR size is a multiple of the window; otherwise
@@ -50,7 +50,7 @@ the activation quantizer's ``runtime_bitops_terms((C_in, H, W))`` --
 DAQ's run-time statistics -- is added to the conv's BitOPs (reported as
 ``quantizer_bitops``).
 
-Placement sites (:class:`odm_mm.act_site.ActSite`: an activation
+Placement sites (:class:`odm_mm.layers.act_site.ActSite`: an activation
 quantizer outside a conv, e.g. DDTB's quantized skip paths) are counted like
 a quantized conv's activation quantizer: their parameters at
 ``param_storage_bits``, their ``runtime_bitops_terms`` at their input's
@@ -73,7 +73,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 import torch
 from torch import Tensor, nn
 
-from ..attention import QuantAct, QuantWindowAttention, is_window_attention
+from ..layers.attention import QuantAct, QuantWindowAttention, is_window_attention
 from .report import FP_BITS, ComplexityReport, LayerComplexity
 
 __all__ = ['LayerComplexity', 'ComplexityReport', 'count_complexity',
@@ -128,7 +128,7 @@ def _enabled_offsets(m: nn.Module) -> List[Tensor]:
 
 def _is_site(m: nn.Module) -> bool:
     """An activation quantizer outside a conv (a placement's site,
-    :class:`odm_mm.act_site.ActSite`): has ``act_quantizer``, no conv."""
+    :class:`odm_mm.layers.act_site.ActSite`): has ``act_quantizer``, no conv."""
     return (hasattr(m, 'act_quantizer') and hasattr(m, 'quant_enabled')
             and not isinstance(m, (nn.modules.conv._ConvNd, nn.Linear)))
 

@@ -5,7 +5,7 @@ The artifact (container: :mod:`odm_mm.deploy.format`) holds
 * every ``QuantConv`` / ``QuantLinear`` weight as integer codes packed at
   ``w_bits`` bits, with its range; its bias in FP32; its activation bounds;
   its enabled offsets as ``offset_bits`` codes with their [min, max];
-* every quantized window attention (:mod:`odm_mm.attention`): the
+* every quantized window attention (:mod:`odm_mm.layers.attention`): the
   activation bounds of its four matmul operands (``q``, ``k``, ``v``,
   ``attn``) under ``manifest["quant_attentions"][name]`` with ``num_heads``,
   ``scale`` and ``window_size`` (its ``qkv``/``proj`` are quant layers);
@@ -61,9 +61,9 @@ import torch
 from torch import Tensor, nn
 
 from ..analysis.complexity import storage_bits
-from ..attention import QuantWindowAttention
+from ..layers.attention import QuantWindowAttention
 from ..layers import QuantConv, QuantInputMixin, quantize_offset
-from ..layers_linear import QuantLinear
+from ..layers.linear import QuantLinear
 from .format import BLOB, MANIFEST, BlobWriter, write_artifact
 
 __all__ = ['export_artifact', 'ExportResult', 'weight_codes',

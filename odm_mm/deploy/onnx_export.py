@@ -46,9 +46,9 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from ..attention import QuantWindowAttention
+from ..layers.attention import QuantWindowAttention
 from ..layers import QuantConv, quantize_offset
-from ..layers_linear import QuantLinear
+from ..layers.linear import QuantLinear
 from .export import weight_codes
 
 __all__ = ['export_onnx', 'OnnxExportResult', 'container_bits_for',

@@ -3,7 +3,7 @@
 The token counterparts of :class:`~odm_mm.deploy.runtime.IntegerConv2d`,
 independent of the training code in the same way (they import neither
 :mod:`odm_mm.layers*` nor :mod:`odm_mm.quantizers` nor
-:mod:`odm_mm.attention`; the integer formulas are the runtime's
+:mod:`odm_mm.layers.attention`; the integer formulas are the runtime's
 :data:`~odm_mm.deploy.runtime.FORMS`).
 
 :class:`IntegerLinear`, with ``x_q = a_l + s_a A`` and ``w_q = w_l + s_w C``

@@ -5,7 +5,7 @@
 #
 # The swap (odm_mm/swap.py PRESETS['SwinIRNet']) quantizes every RSTB whole:
 # its window attentions (both matmuls take quantized q, k, v and softmax
-# output, odm_mm/attention.py), the Linears qkv/proj/fc1/fc2 (QuantLinear)
+# output, odm_mm/layers/attention.py), the Linears qkv/proj/fc1/fc2 (QuantLinear)
 # and the RSTB's closing conv. conv_first, conv_after_body, the upsampler
 # and LayerNorm/softmax/bias/residual adds stay FP32 (docs/swinir.md).
 # The DIV2K training data keeps mmagic's SwinIR pipeline (LR sub-images,

@@ -1,10 +1,10 @@
 """ActSite: an activation quantization point that is not a layer's input.
 
 Torch-only. Used where a tensor is quantized outside a
-:class:`~odm_mm.layers.QuantConv` / :class:`~odm_mm.layers_linear.
+:class:`~odm_mm.layers.QuantConv` / :class:`~odm_mm.layers.linear.
 QuantLinear`: the sites of a placement (:mod:`odm_mm.placement`, e.g.
 DDTB's quantized skip and residual paths) and the operands of the
-attention matmuls (:class:`~odm_mm.attention.QuantAct`). Calibration,
+attention matmuls (:class:`~odm_mm.layers.attention.QuantAct`). Calibration,
 checkpoint loading, the guards, the DDP broadcast and the cost count treat
 every site alike: it has ``act_quantizer``, ``quant_enabled`` and
 ``observer`` like a quantized layer's input, and takes no part in the
@@ -16,7 +16,7 @@ from typing import Any, List, Optional, Tuple
 
 from torch import Tensor, nn
 
-from .quantizers import ActQuantizerBase
+from ..quantizers import ActQuantizerBase
 
 __all__ = ['ActSite', 'act_sites']
 

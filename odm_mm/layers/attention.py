@@ -10,7 +10,7 @@ activation-activation matmuls inline::
 :class:`QuantWindowAttention` is the explicit quantized counterpart that
 :func:`odm_mm.swap.swap_convs` installs in place of such a module. It holds
 the very same ``qkv``/``proj`` layers (swapped to :class:`~odm_mm.
-layers_linear.QuantLinear` by the same patterns), relative-position bias
+layers.linear.QuantLinear` by the same patterns), relative-position bias
 table and index, so the state-dict keys of the FP32 network are unchanged,
 and adds four activation quantization points (:class:`QuantAct`):
 
@@ -42,8 +42,8 @@ from typing import Any, Optional
 from torch import Tensor, nn
 
 from .act_site import ActSite
-from .layers_linear import check_token_method
-from .quantizers import quantizer_classes
+from .linear import check_token_method
+from ..quantizers import quantizer_classes
 
 __all__ = ['QuantAct', 'QuantWindowAttention', 'ATTENTION_TYPES',
            'is_window_attention', 'quant_acts']
@@ -62,7 +62,7 @@ def is_window_attention(module: nn.Module) -> bool:
 
 class QuantAct(ActSite):
     """One matmul operand's quantization point: an
-    :class:`~odm_mm.act_site.ActSite` with the method's activation quantizer.
+    :class:`~odm_mm.layers.act_site.ActSite` with the method's activation quantizer.
 
     Calibration, the guards, the DDP broadcast and checkpoint loading treat
     it like every site; it takes no part in the offset selection, L_V or

@@ -40,7 +40,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from .layers import QuantInputMixin
+from .base import QuantInputMixin
 
 __all__ = ['QuantLinear']
 

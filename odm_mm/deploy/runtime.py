@@ -43,7 +43,8 @@ from torch import Tensor, nn
 
 from .format import read_artifact
 
-__all__ = ['IntegerConv2d', 'build_generator', 'load_runtime']
+__all__ = ['IntegerConv2d', 'OffsetRecords', 'build_generator',
+           'load_runtime']
 
 ACCUMULATE = ('float64', 'int64')
 
@@ -114,7 +115,43 @@ def _t(a: np.ndarray, dtype: torch.dtype = torch.float32) -> Tensor:
     return torch.from_numpy(np.ascontiguousarray(a)).to(dtype)
 
 
-class IntegerConv2d(nn.Module):
+class OffsetRecords:
+    """Eq. 7/8 offsets of one quantized-layer record (shift first), as the
+    integer layers load and apply them."""
+
+    def load_offsets(self, record: Mapping[str, Any],
+                     tensors: Mapping[str, np.ndarray]) -> None:
+        """Register the record's enabled offsets as buffers."""
+        self.offsets = []
+        for kind in ('shift', 'scale'):  # Eq. 7 first, then Eq. 8
+            rec = record.get(kind)
+            if rec is None:
+                continue
+            self.offsets.append(kind)
+            if rec['bits'] >= 32:
+                self.register_buffer(f'{kind}_values',
+                                     _t(tensors[rec['tensor']]), False)
+                continue
+            self.register_buffer(f'{kind}_codes',
+                                 _t(tensors[rec['tensor']], torch.int64),
+                                 False)
+            self.register_buffer(f'{kind}_range', _t(tensors[rec['range']]),
+                                 False)
+            setattr(self, f'{kind}_levels', 2**rec['bits'] - 1)
+
+    def offset_vector(self, kind: str, dtype: torch.dtype) -> Tensor:
+        """The de-quantized offset vector, computed as the training code."""
+        if hasattr(self, f'{kind}_values'):
+            return getattr(self, f'{kind}_values').to(dtype)
+        lo, hi = getattr(self, f'{kind}_range').to(dtype)
+        codes = getattr(self, f'{kind}_codes').to(dtype)
+        if not bool(hi > lo):
+            return torch.full_like(codes, float(lo))
+        step = (hi - lo) / getattr(self, f'{kind}_levels')
+        return codes * step + lo
+
+
+class IntegerConv2d(OffsetRecords, nn.Module):
     """A quantized conv computed on integer codes (one manifest record).
 
     Args:
@@ -159,35 +196,9 @@ class IntegerConv2d(nn.Module):
         bias = tensors[record['bias']] if record['bias'] else None
         self.register_buffer('bias', None if bias is None else _t(bias),
                              False)
-        self.offsets = []
-        for kind in ('shift', 'scale'):  # Eq. 7 first, then Eq. 8
-            rec = record.get(kind)
-            if rec is None:
-                continue
-            self.offsets.append(kind)
-            if rec['bits'] >= 32:
-                self.register_buffer(f'{kind}_values',
-                                     _t(tensors[rec['tensor']]), False)
-                continue
-            self.register_buffer(f'{kind}_codes',
-                                 _t(tensors[rec['tensor']], torch.int64),
-                                 False)
-            self.register_buffer(f'{kind}_range', _t(tensors[rec['range']]),
-                                 False)
-            setattr(self, f'{kind}_levels', 2**rec['bits'] - 1)
+        self.load_offsets(record, tensors)
 
     # ------------------------------------------------------------ helpers
-    def offset_vector(self, kind: str, dtype: torch.dtype) -> Tensor:
-        """The de-quantized offset vector, computed as the training code."""
-        if hasattr(self, f'{kind}_values'):
-            return getattr(self, f'{kind}_values').to(dtype)
-        lo, hi = getattr(self, f'{kind}_range').to(dtype)
-        codes = getattr(self, f'{kind}_codes').to(dtype)
-        if not bool(hi > lo):
-            return torch.full_like(codes, float(lo))
-        step = (hi - lo) / getattr(self, f'{kind}_levels')
-        return codes * step + lo
-
     def act_codes(self, x: Tensor) -> Tuple[Tensor, float, float]:
         """Integer activation codes ``A`` and ``(s_a, a_l)`` in x's dtype."""
         return self.form.act_codes(self.a_bounds, self.a_bits, self.a_zero,

@@ -33,7 +33,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from .runtime import ACCUMULATE, FORMS, _t
+from .runtime import ACCUMULATE, FORMS, OffsetRecords, _t
 
 __all__ = ['IntegerLinear', 'IntegerWindowAttention']
 
@@ -69,7 +69,7 @@ class _ActCodes(nn.Module):
         return self.form.act_codes(self.bounds, self.bits, self.zero, x)
 
 
-class IntegerLinear(nn.Module):
+class IntegerLinear(OffsetRecords, nn.Module):
     """A quantized Linear computed on integer codes (one manifest record).
 
     Args:
@@ -100,32 +100,7 @@ class IntegerLinear(nn.Module):
         bias = tensors[record['bias']] if record['bias'] else None
         self.register_buffer('bias', None if bias is None else _t(bias),
                              False)
-        self.offsets = []
-        for kind in ('shift', 'scale'):
-            rec = record.get(kind)
-            if rec is None:
-                continue
-            self.offsets.append(kind)
-            if rec['bits'] >= 32:
-                self.register_buffer(f'{kind}_values',
-                                     _t(tensors[rec['tensor']]), False)
-                continue
-            self.register_buffer(f'{kind}_codes',
-                                 _t(tensors[rec['tensor']], torch.int64),
-                                 False)
-            self.register_buffer(f'{kind}_range', _t(tensors[rec['range']]),
-                                 False)
-            setattr(self, f'{kind}_levels', 2**rec['bits'] - 1)
-
-    def offset_vector(self, kind: str, dtype: torch.dtype) -> Tensor:
-        """The de-quantized offset vector, computed as the training code."""
-        if hasattr(self, f'{kind}_values'):
-            return getattr(self, f'{kind}_values').to(dtype)
-        lo, hi = getattr(self, f'{kind}_range').to(dtype)
-        codes = getattr(self, f'{kind}_codes').to(dtype)
-        if not bool(hi > lo):
-            return torch.full_like(codes, float(lo))
-        return codes * ((hi - lo) / getattr(self, f'{kind}_levels')) + lo
+        self.load_offsets(record, tensors)
 
     def forward(self, x: Tensor) -> Tensor:  # noqa: D102
         for kind in self.offsets:

@@ -353,12 +353,8 @@ def _count_ops(row: LayerComplexity, m: nn.Module, calls: List[Tuple],
             # an input summing k quantized tensors: k integer convs
             terms = int(getattr(quant, 'input_terms', 1)) if active else 1
             row.bitops += 2 * macs * wb * ab * terms
-            if row.kind == 'qconv' and active and \
-                    hasattr(quant, 'runtime_bitops_terms'):
-                extra = sum(int(o) * int(ba) * int(bb) for o, ba, bb in
-                            quant.runtime_bitops_terms((c_in, *spatial_in)))
-                row.quantizer_bitops += extra
-                row.bitops += extra
+            if row.kind == 'qconv' and active:
+                _add_runtime(row, quant, (c_in, *spatial_in))
             n_off = len(_enabled_offsets(m)) if row.kind == 'qconv' else 0
             if n_off:
                 ob = getattr(m, 'offset_bits', FP_BITS) if active else FP_BITS
@@ -371,11 +367,7 @@ def _count_ops(row: LayerComplexity, m: nn.Module, calls: List[Tuple],
             spatial = [round(s * r) for s, r in zip(in_shape[2:], ratio)]
             row.out_shape = (in_shape[1], *spatial)
             if getattr(m, 'quant_enabled', True):
-                extra = sum(int(o) * int(ba) * int(bb) for o, ba, bb in
-                            m.act_quantizer.runtime_bitops_terms(
-                                (in_shape[1], *spatial)))
-                row.quantizer_bitops += extra
-                row.bitops += extra
+                _add_runtime(row, m.act_quantizer, (in_shape[1], *spatial))
             continue
         # non-conv: scale element counts by the pixel ratio of the output
         pix = ratio[0] * ratio[1] if len(out_shape) >= 4 else Fraction(1)
@@ -392,13 +384,8 @@ def _count_ops(row: LayerComplexity, m: nn.Module, calls: List[Tuple],
             row.macs += macs
             row.bitops += 2 * macs * wb * ab
             quant = getattr(m, 'act_quantizer', None)
-            if row.kind == 'qlinear' and active and \
-                    hasattr(quant, 'runtime_bitops_terms'):
-                extra = sum(int(o) * int(ba) * int(bb) for o, ba, bb in
-                            quant.runtime_bitops_terms(
-                                (m.in_features, tokens, 1)))
-                row.quantizer_bitops += extra
-                row.bitops += extra
+            if row.kind == 'qlinear' and active:
+                _add_runtime(row, quant, (m.in_features, tokens, 1))
             n_off = len(_enabled_offsets(m)) if row.kind == 'qlinear' else 0
             if n_off:
                 ob = getattr(m, 'offset_bits', FP_BITS) if active else FP_BITS
@@ -414,6 +401,18 @@ def _count_ops(row: LayerComplexity, m: nn.Module, calls: List[Tuple],
             row.bitops += round(n * pix) * m.bits * m.bits
 
 
+def _add_runtime(row: LayerComplexity, quant: Any,
+                 shape: Tuple[int, ...]) -> None:
+    """Add an activation quantizer's run-time work at ``shape`` (its
+    ``runtime_bitops_terms``, e.g. DAQ's statistics) to ``row``."""
+    if not hasattr(quant, 'runtime_bitops_terms'):
+        return
+    extra = sum(int(o) * int(ba) * int(bb)
+                for o, ba, bb in quant.runtime_bitops_terms(shape))
+    row.quantizer_bitops += extra
+    row.bitops += extra
+
+
 def _count_attention(row: LayerComplexity, m: nn.Module, calls: List[Tuple],
                      ratio: Tuple[Fraction, Fraction]) -> None:
     """Window-attention matmuls (``'matmul'`` rows) and the run-time work
@@ -425,13 +424,9 @@ def _count_attention(row: LayerComplexity, m: nn.Module, calls: List[Tuple],
         if in_shape is None:
             continue
         if row.kind == 'qact':  # (B, C, L, 1) map
-            quant = m.act_quantizer
-            if m.quant_enabled and hasattr(quant, 'runtime_bitops_terms'):
-                extra = sum(int(o) * int(ba) * int(bb) for o, ba, bb in
-                            quant.runtime_bitops_terms(
-                                (in_shape[1], round(in_shape[2] * tok), 1)))
-                row.quantizer_bitops += extra
-                row.bitops += extra
+            if m.quant_enabled:
+                _add_runtime(row, m.act_quantizer,
+                             (in_shape[1], round(in_shape[2] * tok), 1))
             continue
         b_, n, c = in_shape  # (windows * B, N, C)
         tokens = round(b_ * n * tok)

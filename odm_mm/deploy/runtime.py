@@ -43,7 +43,7 @@ from torch import Tensor, nn
 
 from .format import read_artifact
 
-__all__ = ['IntegerConv2d', 'OffsetRecords', 'build_generator',
+__all__ = ['IntegerConv2d', 'LayerRecord', 'build_generator',
            'load_runtime']
 
 ACCUMULATE = ('float64', 'int64')
@@ -115,13 +115,41 @@ def _t(a: np.ndarray, dtype: torch.dtype = torch.float32) -> Tensor:
     return torch.from_numpy(np.ascontiguousarray(a)).to(dtype)
 
 
-class OffsetRecords:
-    """Eq. 7/8 offsets of one quantized-layer record (shift first), as the
-    integer layers load and apply them."""
+class LayerRecord:
+    """What an integer layer with weights reads from its manifest record
+    (conv or Linear): method and form, weight codes and range, activation
+    bounds, bias and the Eq. 7/8 offsets (shift first)."""
 
-    def load_offsets(self, record: Mapping[str, Any],
-                     tensors: Mapping[str, np.ndarray]) -> None:
-        """Register the record's enabled offsets as buffers."""
+    def load_record(self, record: Mapping[str, Any],
+                    tensors: Mapping[str, np.ndarray],
+                    accumulate: str) -> None:
+        """Register the record's tensors as buffers."""
+        if accumulate not in ACCUMULATE:
+            raise ValueError(f'accumulate must be one of {ACCUMULATE}')
+        self.accumulate = accumulate
+        self.method = record['method']
+        if self.method not in FORMS:
+            raise ValueError(
+                f'the artifact uses quantization method {self.method!r}, '
+                f'which this runtime does not implement ({sorted(FORMS)})')
+        self.form = FORMS[self.method]
+        wrec, arec = record['weight'], record['act']
+        self.w_bits, self.a_bits = wrec['bits'], arec['bits']
+        codes = tensors[wrec['tensor']] - int(wrec['zero_point'])
+        taps = int(np.prod(codes.shape[1:]))
+        if taps >= 2**37:
+            raise ValueError(f'{taps} taps per output exceed exact float64 '
+                             'accumulation (2^37)')
+        self.register_buffer('w_codes', _t(codes, torch.int64), False)
+        self.register_buffer('w_range', _t(tensors[wrec['range']]), False)
+        self.w_zero = int(wrec['zero_point'])
+        self.a_zero = int(arec['zero_point'])
+        bounds = [tensors[arec[k]] for k in self.form.act_params]
+        self.register_buffer('a_bounds', _t(np.stack(bounds).reshape(-1)),
+                             False)
+        bias = tensors[record['bias']] if record['bias'] else None
+        self.register_buffer('bias', None if bias is None else _t(bias),
+                             False)
         self.offsets = []
         for kind in ('shift', 'scale'):  # Eq. 7 first, then Eq. 8
             rec = record.get(kind)
@@ -150,8 +178,18 @@ class OffsetRecords:
         step = (hi - lo) / getattr(self, f'{kind}_levels')
         return codes * step + lo
 
+    def act_codes(self, x: Tensor) -> Tuple[Tensor, float, float]:
+        """Integer activation codes ``A`` and ``(s_a, a_l)`` in x's dtype."""
+        return self.form.act_codes(self.a_bounds, self.a_bits, self.a_zero,
+                                   x)
 
-class IntegerConv2d(OffsetRecords, nn.Module):
+    def weight_affine(self, dtype: torch.dtype) -> Tuple[float, float]:
+        """``(s_w, w_l)`` of the weight grid in ``dtype`` arithmetic."""
+        return self.form.weight_affine(self.w_range.to(dtype), self.w_bits,
+                                       self.w_zero)
+
+
+class IntegerConv2d(LayerRecord, nn.Module):
     """A quantized conv computed on integer codes (one manifest record).
 
     Args:
@@ -164,51 +202,15 @@ class IntegerConv2d(OffsetRecords, nn.Module):
                  tensors: Mapping[str, np.ndarray],
                  accumulate: str = 'float64') -> None:
         super().__init__()
-        if accumulate not in ACCUMULATE:
-            raise ValueError(f'accumulate must be one of {ACCUMULATE}')
-        self.accumulate = accumulate
-        self.method = record['method']
-        if self.method not in FORMS:
-            raise ValueError(
-                f'the artifact uses quantization method {self.method!r}, '
-                f'which this runtime does not implement ({sorted(FORMS)})')
-        self.form = FORMS[self.method]
+        self.load_record(record, tensors, accumulate)
         conv = record['conv']
         self.stride, self.padding = tuple(conv['stride']), tuple(
             conv['padding'])
         self.dilation, self.groups = tuple(conv['dilation']), conv['groups']
         self.in_channels = conv['in_channels']
         self.out_channels = conv['out_channels']
-        wrec, arec = record['weight'], record['act']
-        self.w_bits, self.a_bits = wrec['bits'], arec['bits']
-        codes = tensors[wrec['tensor']] - int(wrec['zero_point'])
-        taps = int(np.prod(codes.shape[1:]))
-        if taps >= 2**37:
-            raise ValueError(f'{taps} taps per output exceed exact float64 '
-                             'accumulation (2^37)')
-        self.register_buffer('w_codes', _t(codes, torch.int64), False)
-        self.register_buffer('w_range', _t(tensors[wrec['range']]), False)
-        self.w_zero = int(wrec['zero_point'])
-        self.a_zero = int(arec['zero_point'])
-        bounds = [tensors[arec[k]] for k in self.form.act_params]
-        self.register_buffer('a_bounds', _t(np.stack(bounds).reshape(-1)),
-                             False)
-        bias = tensors[record['bias']] if record['bias'] else None
-        self.register_buffer('bias', None if bias is None else _t(bias),
-                             False)
-        self.load_offsets(record, tensors)
 
     # ------------------------------------------------------------ helpers
-    def act_codes(self, x: Tensor) -> Tuple[Tensor, float, float]:
-        """Integer activation codes ``A`` and ``(s_a, a_l)`` in x's dtype."""
-        return self.form.act_codes(self.a_bounds, self.a_bits, self.a_zero,
-                                   x)
-
-    def weight_affine(self, dtype: torch.dtype) -> Tuple[float, float]:
-        """``(s_w, w_l)`` of the weight grid in ``dtype`` arithmetic."""
-        return self.form.weight_affine(self.w_range.to(dtype), self.w_bits,
-                                       self.w_zero)
-
     def int_conv(self, a: Tensor, c: Tensor,
                  groups: Optional[int] = None) -> Tensor:
         """Exact ``sum(a * c)`` over each receptive field (float64 out).

@@ -33,7 +33,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from .runtime import ACCUMULATE, FORMS, OffsetRecords, _t
+from .runtime import ACCUMULATE, FORMS, LayerRecord, _t
 
 __all__ = ['IntegerLinear', 'IntegerWindowAttention']
 
@@ -69,7 +69,7 @@ class _ActCodes(nn.Module):
         return self.form.act_codes(self.bounds, self.bits, self.zero, x)
 
 
-class IntegerLinear(OffsetRecords, nn.Module):
+class IntegerLinear(LayerRecord, nn.Module):
     """A quantized Linear computed on integer codes (one manifest record).
 
     Args:
@@ -82,33 +82,17 @@ class IntegerLinear(OffsetRecords, nn.Module):
                  tensors: Mapping[str, np.ndarray],
                  accumulate: str = 'float64') -> None:
         super().__init__()
-        if accumulate not in ACCUMULATE:
-            raise ValueError(f'accumulate must be one of {ACCUMULATE}')
-        self.accumulate = accumulate
-        self.method = record['method']
-        self.form = _form(self.method)
+        self.load_record(record, tensors, accumulate)
         geo = record['linear']
         self.in_features = geo['in_features']
         self.out_features = geo['out_features']
-        wrec, arec = record['weight'], record['act']
-        self.w_bits, self.a_bits = wrec['bits'], arec['bits']
-        codes = tensors[wrec['tensor']] - int(wrec['zero_point'])
-        self.register_buffer('w_codes', _t(codes, torch.int64), False)
-        self.register_buffer('w_range', _t(tensors[wrec['range']]), False)
-        self.w_zero = int(wrec['zero_point'])
-        self.act = _ActCodes(self.method, arec, tensors)
-        bias = tensors[record['bias']] if record['bias'] else None
-        self.register_buffer('bias', None if bias is None else _t(bias),
-                             False)
-        self.load_offsets(record, tensors)
 
     def forward(self, x: Tensor) -> Tensor:  # noqa: D102
         for kind in self.offsets:
             vec = self.offset_vector(kind, x.dtype)
             x = x + vec if kind == 'shift' else x * vec
-        codes, s_a, a_l = self.act(x)
-        s_w, w_l = self.form.weight_affine(self.w_range.to(x.dtype),
-                                           self.w_bits, self.w_zero)
+        codes, s_a, a_l = self.act_codes(x)
+        s_w, w_l = self.weight_affine(x.dtype)
         c = self.w_codes.double()
         y = (s_a * s_w) * _int_matmul(codes, c.t(), self.accumulate)
         if a_l != 0.0 or w_l != 0.0:

@@ -43,7 +43,7 @@ from torch import Tensor, nn
 
 from .format import read_artifact
 
-__all__ = ['IntegerConv2d', 'LayerRecord', 'build_generator',
+__all__ = ['IntegerConv2d', 'LayerRecord', 'form_of', 'build_generator',
            'load_runtime']
 
 ACCUMULATE = ('float64', 'int64')
@@ -111,6 +111,16 @@ FORMS = {'odm': _Eq1Form, 'pams': _SymmetricForm,
          'odm_wcc': _Eq1SymmetricWeightForm}
 
 
+def form_of(method: str):
+    """The integer formulas of ``method``, or one error naming those this
+    runtime implements."""
+    if method not in FORMS:
+        raise ValueError(
+            f'the artifact uses quantization method {method!r}, which this '
+            f'runtime does not implement ({sorted(FORMS)})')
+    return FORMS[method]
+
+
 def _t(a: np.ndarray, dtype: torch.dtype = torch.float32) -> Tensor:
     return torch.from_numpy(np.ascontiguousarray(a)).to(dtype)
 
@@ -128,11 +138,7 @@ class LayerRecord:
             raise ValueError(f'accumulate must be one of {ACCUMULATE}')
         self.accumulate = accumulate
         self.method = record['method']
-        if self.method not in FORMS:
-            raise ValueError(
-                f'the artifact uses quantization method {self.method!r}, '
-                f'which this runtime does not implement ({sorted(FORMS)})')
-        self.form = FORMS[self.method]
+        self.form = form_of(self.method)
         wrec, arec = record['weight'], record['act']
         self.w_bits, self.a_bits = wrec['bits'], arec['bits']
         codes = tensors[wrec['tensor']] - int(wrec['zero_point'])

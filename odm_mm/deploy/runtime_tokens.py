@@ -33,17 +33,9 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from .runtime import ACCUMULATE, FORMS, LayerRecord, _t
+from .runtime import ACCUMULATE, LayerRecord, _t, form_of
 
 __all__ = ['IntegerLinear', 'IntegerWindowAttention']
-
-
-def _form(method: str):
-    if method not in FORMS:
-        raise ValueError(
-            f'the artifact uses quantization method {method!r}, which this '
-            f'runtime does not implement ({sorted(FORMS)})')
-    return FORMS[method]
 
 
 def _int_matmul(a: Tensor, b: Tensor, accumulate: str) -> Tensor:
@@ -59,7 +51,7 @@ class _ActCodes(nn.Module):
     def __init__(self, method: str, rec: Mapping[str, Any],
                  tensors: Mapping[str, np.ndarray]) -> None:
         super().__init__()
-        self.form = _form(method)
+        self.form = form_of(method)
         self.bits, self.zero = rec['bits'], int(rec['zero_point'])
         bounds = [tensors[rec[k]] for k in self.form.act_params]
         self.register_buffer('bounds', _t(np.stack(bounds).reshape(-1)),
@@ -93,11 +85,8 @@ class IntegerLinear(LayerRecord, nn.Module):
             x = x + vec if kind == 'shift' else x * vec
         codes, s_a, a_l = self.act_codes(x)
         s_w, w_l = self.weight_affine(x.dtype)
-        c = self.w_codes.double()
-        y = (s_a * s_w) * _int_matmul(codes, c.t(), self.accumulate)
-        if a_l != 0.0 or w_l != 0.0:
-            y = y + (s_a * w_l) * codes.double().sum(-1, keepdim=True) \
-                + (a_l * s_w) * c.sum(1) + (a_l * w_l) * self.in_features
+        y = _affine_matmul(codes, s_a, a_l, self.w_codes.double().t(), s_w,
+                           w_l, self.accumulate)
         if self.bias is not None:
             y = y + self.bias.double()
         return y.to(x.dtype)

@@ -178,8 +178,15 @@ def _residual_hook(block: nn.Module, inputs: Tuple[Any, ...],
     return block.residual_site(output - x) + block.skip_site(x)
 
 
-def _convs(module: nn.Module) -> List[nn.Conv2d]:
-    return [m for m in module.modules() if isinstance(m, nn.Conv2d)]
+def _site_module(model: nn.Module, placement: str, kind: str,
+                 mod_name: str) -> Tuple[nn.Module, List[nn.Conv2d]]:
+    """A site's module and its convs (which give the channel counts)."""
+    mod = model.get_submodule(mod_name)
+    convs = [m for m in mod.modules() if isinstance(m, nn.Conv2d)]
+    if not convs:
+        raise ValueError(f'placement {placement!r}: {kind} site {mod_name} '
+                         'has no conv to take its channel count from')
+    return mod, convs
 
 
 def _site(method: str, bits: int, channels: int,
@@ -235,20 +242,12 @@ def apply_placement(model: nn.Module, name: str,
                                             max(terms, 1)).to(
                                                 conv.weight.device)
     for mod_name in targets['input']:
-        mod = model.get_submodule(mod_name)
-        convs = _convs(mod)
-        if not convs:
-            raise ValueError(f'placement {name!r}: input site {mod_name} '
-                             'has no conv to take its channel count from')
+        mod, convs = _site_module(model, name, 'input', mod_name)
         mod.add_module('input_site', _site(method, bits,
                                            convs[0].in_channels, act_cfg))
         mod.register_forward_pre_hook(_input_hook)
     for mod_name in targets['residual']:
-        mod = model.get_submodule(mod_name)
-        convs = _convs(mod)
-        if not convs:
-            raise ValueError(f'placement {name!r}: residual site {mod_name} '
-                             'has no conv to take its channel count from')
+        mod, convs = _site_module(model, name, 'residual', mod_name)
         mod.add_module('skip_site', _site(method, bits, convs[0].in_channels,
                                           act_cfg))
         mod.add_module('residual_site', _site(method, bits,

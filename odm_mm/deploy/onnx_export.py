@@ -1,169 +1,49 @@
-"""Export a fake-quant ODM/PAMS generator to ONNX with QuantizeLinear/
-DequantizeLinear (QDQ) nodes.
+"""Export a fake-quant ODM/PAMS generator to ONNX.
 
-Each ``QuantConv`` becomes (ODM, Eq. 1 with lower bound ``a_l``)::
+Two forms of the same network (``export_onnx(..., form=...)``):
 
-    [Add shift] -> [Mul scale] -> Clip(a_l, a_u) -> Sub(a_l)
-      -> QuantizeLinear(s_a, zp=0:uint{k}) -> DequantizeLinear -> Add(a_l)
-      -> Conv(., Add(DequantizeLinear(W codes:uint{k}, s_w, 0), w_l), bias)
+* ``'integer'`` (default): standard QDQ units that onnxruntime (default
+  session options), TensorRT and NPU toolchains fuse into integer
+  convolutions (onnxruntime: ``QLinearConv``, u8 x s8); the 2-/3-/4-bit
+  grids are embedded exactly in 8-bit codes. Needs calibration inputs for
+  the ranges of conv outputs that return to float (default: photographs
+  shipped with scikit-image, :mod:`odm_mm.deploy.calib`). See
+  :mod:`odm_mm.deploy.onnx_integer`.
+* ``'storage'``: the smallest integer containers (int2/int4/int8 weight
+  codes: the file is the storage figure's size), float compute, slower than
+  FP32. See :mod:`odm_mm.deploy.onnx_storage`.
 
-``QuantizeLinear`` rounds half to even, as ``torch.round``; the explicit
-``Clip`` keeps the codes in ``[0, 2^b - 1]`` even when the container type
-``uint{k}`` is wider than ``b``. Tested: this is bit-exact to
-:func:`odm_mm.quantizers.fake_quant` for every float32 input (the same
-float operations in the same order). PAMS (symmetric) becomes
-``Clip(-a, a) -> QuantizeLinear(a / q, 0:int{k}) -> DequantizeLinear`` and
-weights ``DequantizeLinear(codes:int{k}, max|w| / q)``; torch computes
-``x * q / a`` and ``c * m / q`` instead of dividing / multiplying by the
-scale ``a / q``, so PAMS agrees to float32 rounding (1 ulp) per element.
-Offsets are float initialisers holding the 4-bit-quantized values.
-
-Containers (``k``): ONNX integer types exist for 2, 4 and 8 bits. Codes of
-``b`` bits are stored in the smallest of these with ``k >= b``:
-1-2 bits -> int2/uint2 (opset 25), 3-4 bits -> int4/uint4 (opset 21),
-5-8 bits -> int8/uint8 (opset 17). 3-, 5-, 6- and 7-bit grids are exact
-(Clip) but stored wider than their bit-width. ``container_bits=8`` forces
-8-bit containers for runtimes without int2/int4 QDQ. The FP32 graph is
-traced with torch's TorchScript exporter (``dynamo=False``, opset 17) with
-a placeholder node per QuantConv, converted to the target opset by
-``onnx.version_converter`` (which adapts ops whose signature changed, e.g.
-ReduceMean at 18), and the placeholders are then replaced by the QDQ
-subgraphs. Only zero padding (``padding_mode='zeros'``) is exported.
+Both load in ``onnxruntime.InferenceSession(path)`` with default options
+(:func:`ort_session` is that, on the CPU provider). Only zero-padded convs
+are exported; the integer form also exports quantized Linear layers and
+activation sites such as the window-attention matmul operands of SwinIR
+(:mod:`odm_mm.deploy.onnx_tokens`).
 """
 from __future__ import annotations
 
-import contextlib
-import copy
-import io
 import os
-import sys
-import tempfile
-import warnings
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, Iterable, Optional, Sequence
 
-import numpy as np
-import torch
-from torch import Tensor, nn
+from torch import nn
 
-from ..layers.attention import QuantWindowAttention
-from ..layers import QuantConv, quantize_offset
+from ..layers import QuantConv
+from ..layers.act_site import ActSite
 from ..layers.linear import QuantLinear
-from .export import weight_codes
+from .calib import default_calibration_inputs, observe_ranges
+from .onnx_grid import D_MAX_FULL, D_MAX_SAFE
+from .onnx_integer import IntegerPlan, integer_graph
+from .onnx_storage import (OPSET_FOR_CONTAINER, container_bits_for,
+                           storage_graph)
+from .onnx_trace import trace_generator
 
 __all__ = ['export_onnx', 'OnnxExportResult', 'container_bits_for',
-           'OPSET_FOR_CONTAINER', 'ORT_DISABLED_OPTIMIZERS', 'ort_session']
+           'OPSET_FOR_CONTAINER', 'ort_session', 'FORMS', 'INTEGER_OPSET']
 
-OPSET_FOR_CONTAINER = {2: 25, 4: 21, 8: 17}
-ORT_DISABLED_OPTIMIZERS = ('WeightBiasQuantization', 'ClipQuantRewrite')
-_DOMAIN = 'odm_mm'
-_TRACE_OPSET = 17
-_LAYERS: List[QuantConv] = []  # filled while tracing only
-
-
-def container_bits_for(code_bits: int, minimum: Optional[int] = None) -> int:
-    """Smallest ONNX integer width (2, 4, 8) holding ``code_bits`` codes."""
-    if not 1 <= code_bits <= 8:
-        raise ValueError(f'ONNX QDQ holds 1..8-bit codes, got {code_bits}')
-    if minimum is not None and minimum not in OPSET_FOR_CONTAINER:
-        raise ValueError(f'container_bits must be one of '
-                         f'{sorted(OPSET_FOR_CONTAINER)}, got {minimum}')
-    return next(k for k in sorted(OPSET_FOR_CONTAINER)
-                if k >= code_bits and k >= (minimum or 0))
-
-
-@contextlib.contextmanager
-def _drop_placeholder_warnings():
-    """Hide the C++ 'shape inference of odm_mm::QConv is missing' lines.
-
-    The TorchScript exporter prints them straight to file descriptor 2 for
-    every placeholder (they are replaced right after tracing); any other
-    line written meanwhile is passed on to ``sys.stderr``.
-    """
-    sys.stderr.flush()
-    saved = os.dup(2)
-    with tempfile.TemporaryFile(mode='w+b') as tmp:
-        os.dup2(tmp.fileno(), 2)
-        try:
-            yield
-        finally:
-            os.dup2(saved, 2)
-            os.close(saved)
-            tmp.seek(0)
-            for line in tmp.read().decode(errors='replace').splitlines():
-                if f'{_DOMAIN}::QConv' not in line:
-                    sys.stderr.write(line + '\n')
-
-
-def ort_session(path: str, **kwargs: Any):
-    """An onnxruntime CPU session that computes the exported model as is.
-
-    Two onnxruntime (1.32) graph optimisations are disabled
-    (:data:`ORT_DISABLED_OPTIMIZERS`):
-
-    * ``WeightBiasQuantization`` rewrites the float bias of a
-      ``DQ -> Conv <- DQ`` unit into int32 codes of scale ``s_a * s_w``,
-      i.e. rounds the FP32 bias (errors up to ``s_a s_w / 2`` per output:
-      0.2 at 2 bits). The quantized model keeps its bias in FP32.
-    * ``ClipQuantRewrite`` raises ("Unexpected data type for
-      QuantizeLinear input y_zero_point") on int2/uint2/int4/uint4 zero
-      points.
-
-    Args:
-        path: The ``.onnx`` file.
-        **kwargs: Passed to ``onnxruntime.InferenceSession``.
-    """
-    import onnxruntime as ort
-    kwargs.setdefault('disabled_optimizers', list(ORT_DISABLED_OPTIMIZERS))
-    kwargs.setdefault('providers', ['CPUExecutionProvider'])
-    return ort.InferenceSession(path, **kwargs)
-
-
-def _out_sizes(layer: QuantConv, sizes: Sequence[int]) -> List[int]:
-    """Output shape of ``layer`` for an input of shape ``sizes``."""
-    return list(sizes[:1]) + [layer.out_channels] + [
-        (sizes[i + 2] + 2 * layer.padding[i] - layer.dilation[i] *
-         (layer.kernel_size[i] - 1) - 1) // layer.stride[i] + 1
-        for i in (0, 1)]
-
-
-class _QConvMark(torch.autograd.Function):
-    """Runs the QuantConv untraced; exports as a placeholder node that is
-    replaced by the QDQ subgraph after tracing.
-
-    Tracing is switched off inside (nested autograd Functions such as the
-    STE round would otherwise land in a sub-block that breaks the
-    TorchScript passes); the placeholder's output shape is set in
-    :meth:`symbolic`.
-    """
-
-    @staticmethod
-    def forward(ctx, x: Tensor, index: int) -> Tensor:  # noqa: D102
-        state = torch._C._get_tracing_state()
-        torch._C._set_tracing_state(None)
-        try:
-            return _LAYERS[index](x)
-        finally:
-            torch._C._set_tracing_state(state)
-
-    @staticmethod
-    def symbolic(g, x, index):  # noqa: D102
-        out = g.op(f'{_DOMAIN}::QConv', x, index_i=index)
-        sizes = x.type().sizes()
-        if sizes is not None:
-            out.setType(x.type().with_sizes(_out_sizes(_LAYERS[index],
-                                                       sizes)))
-        return out
-
-
-class _Mark(nn.Module):
-
-    def __init__(self, index: int) -> None:
-        super().__init__()
-        self.index = index
-
-    def forward(self, x: Tensor) -> Tensor:  # noqa: D102
-        return _QConvMark.apply(x, self.index)
+#: The ONNX forms of :func:`export_onnx`.
+FORMS = ('integer', 'storage')
+#: Opset of the integer form (per-axis QDQ since 13; widely supported).
+INTEGER_OPSET = 17
 
 
 @dataclass
@@ -172,118 +52,78 @@ class OnnxExportResult:
 
     Attributes:
         path: The ``.onnx`` file.
+        form: ``'integer'`` or ``'storage'``.
         opset: Its default-domain opset.
-        containers: Per quantized conv, ``{'weight': k, 'act': k}`` bits.
+        containers: Storage form: per quantized conv ``{'weight': k,
+            'act': k}`` bits (integer form: 8 everywhere).
+        plan: Integer form: how each layer was expressed
+            (:class:`~odm_mm.deploy.onnx_integer.IntegerPlan`).
+        runtimes: Which runtimes can run the file (one line).
     """
 
     path: str
+    form: str
     opset: int
     containers: Dict[str, Dict[str, int]] = field(default_factory=dict)
+    plan: Optional[IntegerPlan] = None
+    runtimes: str = ''
+
+    @property
+    def file_bytes(self) -> int:
+        """Size of the file on disk."""
+        return os.path.getsize(self.path)
 
 
-class _Builder:
-    """Collects the nodes and initialisers replacing one placeholder."""
+def ort_session(path: str, threads: Optional[int] = None, **kwargs: Any):
+    """``onnxruntime.InferenceSession(path)`` on the CPU provider.
 
-    def __init__(self, prefix: str) -> None:
-        self.prefix, self.nodes, self.inits = prefix, [], []
+    Default session options: both forms need no disabled optimisers.
 
-    def const(self, name: str, value: Any, int_dtype: Any = None) -> str:
-        """A float32 initialiser, or integer codes of ``int_dtype``."""
-        from onnx import numpy_helper
-        full = f'{self.prefix}.{name}'
-        # ml_dtypes int2/int4 arrays are stored packed (raw_data)
-        arr = np.asarray(value, np.float32) if int_dtype is None else \
-            np.asarray(value).astype(np.int64).astype(int_dtype)
-        self.inits.append(numpy_helper.from_array(arr, full))
-        return full
-
-    def node(self, op: str, inputs: Sequence[str], **attrs: Any) -> str:
-        from onnx import helper
-        out = f'{self.prefix}.{op}_{len(self.nodes)}'
-        self.nodes.append(helper.make_node(op, list(inputs), [out],
-                                           name=out, **attrs))
-        return out
-
-
-def _int_type(bits: int, signed: bool) -> Any:
-    """NumPy/ml_dtypes dtype of a ``bits``-wide ONNX integer tensor."""
-    import ml_dtypes  # installed with onnx
-    table = {(2, False): ml_dtypes.uint2, (2, True): ml_dtypes.int2,
-             (4, False): ml_dtypes.uint4, (4, True): ml_dtypes.int4,
-             (8, False): np.uint8, (8, True): np.int8}
-    return table[(bits, signed)]
-
-
-@torch.no_grad()
-def _containers(layer: QuantConv, minimum: Optional[int]) -> Dict[str, int]:
-    """Integer widths of the weight and activation QDQ tensors."""
-    code_bits = weight_codes(layer)['code_bits']
-    act_bits = max(layer.a_bits, layer.act_quantizer.integer_form().code_bits)
-    return dict(weight=container_bits_for(code_bits, minimum),
-                act=container_bits_for(act_bits, minimum))
-
-
-def _f32(t: Tensor) -> np.float32:
-    return np.float32(t.item())
-
-
-@torch.no_grad()
-def _layer_nodes(name: str, layer: QuantConv, x: str, y: str,
-                 cont: Dict[str, int]) -> _Builder:
-    """QDQ subgraph computing ``layer(x)`` into output ``y``.
-
-    From the quantizers' :class:`~odm_mm.quantizers.IntegerForm`:
-    ``Clip`` to the clip range, then ``QuantizeLinear`` /
-    ``DequantizeLinear`` with zero point 0 on ``x - offset`` (unsigned codes,
-    asymmetric forms such as Eq. 1) or on ``x`` (signed codes, symmetric
-    forms such as PAMS); weights are their integer codes (minus the zero
-    point for symmetric forms) through ``DequantizeLinear`` (+ offset).
+    Args:
+        path: The ``.onnx`` file.
+        threads: ``intra_op_num_threads`` (default: onnxruntime's).
+        **kwargs: Passed to ``onnxruntime.InferenceSession``.
     """
-    from onnx import helper
-    b = _Builder(name)
-    for kind, op in (('shift', 'Add'), ('scale', 'Mul')):
-        if bool(getattr(layer, f'{kind}_enabled')):
-            vec = quantize_offset(getattr(layer, kind), layer.offset_bits)
-            x = b.node(op, [x, b.const(kind, vec.detach().cpu().numpy()
-                                       .reshape(1, -1, 1, 1))])
-    wc = weight_codes(layer)
-    kw, ka = cont['weight'], cont['act']
-    form = layer.act_quantizer.integer_form()
-    s_a = b.const('act_scale', _f32(form.scale))
-    zp_a = b.const('act_zero', np.int64(0), _int_type(ka, form.signed))
-    x = b.node('Clip', [x, b.const('act_min', _f32(form.clip_lo)),
-                        b.const('act_max', _f32(form.clip_hi))])
-    if form.signed:
-        q = b.node('QuantizeLinear', [x, s_a, zp_a])
-        xq = b.node('DequantizeLinear', [q, s_a, zp_a])
-    else:
-        a_l = b.const('act_lower', _f32(form.offset))
-        q = b.node('QuantizeLinear', [b.node('Sub', [x, a_l]), s_a, zp_a])
-        xq = b.node('Add', [b.node('DequantizeLinear', [q, s_a, zp_a]), a_l])
-    wform = wc['form']
-    codes = wc['codes'] - wc['zero'] if wform.signed else wc['codes']
-    w_z = b.const('weight_zero', np.int64(0), _int_type(kw, wform.signed))
-    wq = b.node('DequantizeLinear', [
-        b.const('weight_codes', codes, _int_type(kw, wform.signed)),
-        b.const('weight_scale', _f32(wform.scale)), w_z])
-    if not wform.signed:
-        wq = b.node('Add', [wq, b.const('weight_lower', _f32(wform.offset))])
-    inputs = [xq, wq]
-    if layer.bias is not None:
-        inputs.append(b.const('bias', layer.bias.detach().cpu().numpy()))
-    pad = list(layer.padding)
-    b.nodes.append(helper.make_node(
-        'Conv', inputs, [y], name=f'{name}.Conv',
-        kernel_shape=list(layer.kernel_size), strides=list(layer.stride),
-        pads=pad + pad, dilations=list(layer.dilation), group=layer.groups))
-    return b
+    import onnxruntime as ort
+    if threads is not None:
+        opts = kwargs.setdefault('sess_options', ort.SessionOptions())
+        opts.intra_op_num_threads = int(threads)
+    kwargs.setdefault('providers', ['CPUExecutionProvider'])
+    return ort.InferenceSession(path, **kwargs)
+
+
+def _runtimes(form: str, opset: int) -> str:
+    if form == 'integer':
+        return ('standard QDQ (opset 17, uint8 activations, int8 weights): '
+                'onnxruntime >= 1.13 (QLinearConv), TensorRT, OpenVINO and '
+                'QDQ NPU toolchains')
+    need = {25: 'onnxruntime >= 1.22 (int2/uint2, ONNX opset 25)',
+            21: 'onnxruntime >= 1.20 (int4/uint4, ONNX opset 21)',
+            17: 'any onnxruntime with QDQ (opset 17)'}[opset]
+    return (f'{need}; float compute (no integer kernels), for storage; '
+            "use form='integer' to run fast")
+
+
+def _check_layers(generator: nn.Module, form: str) -> None:
+    tokens = [n for n, m in generator.named_modules()
+              if isinstance(m, (QuantLinear, ActSite))]
+    if tokens and form == 'storage':
+        raise ValueError(
+            f"the storage ONNX form covers QuantConv layers only; this "
+            f"network has {len(tokens)} quantized Linear layers / "
+            f"activation sites (e.g. {tokens[0]}): export it with "
+            "form='integer'")
 
 
 def export_onnx(generator: nn.Module, path: str,
                 input_shape: Optional[Sequence[int]] = None,
+                form: str = 'integer',
+                calib: Optional[Iterable] = None,
                 container_bits: Optional[int] = None,
-                dynamic: bool = True) -> OnnxExportResult:
-    """Export the fake-quant generator to an ONNX QDQ model.
+                dynamic: bool = True,
+                full_int8_weights: bool = False,
+                requant_outputs: bool = True) -> OnnxExportResult:
+    """Export the fake-quant generator to ONNX.
 
     Args:
         generator: Network with :class:`~odm_mm.layers.QuantConv` layers (a
@@ -291,91 +131,61 @@ def export_onnx(generator: nn.Module, path: str,
         path: Output ``.onnx`` file.
         input_shape: Example input shape used for tracing (default
             ``(1, C, 16, 16)`` with C the input channels of the first conv).
-        container_bits: Force at least this integer width (2, 4 or 8) for
-            every QDQ tensor; default: the smallest that holds the codes.
+        form: ``'integer'`` (fast, default) or ``'storage'`` (smallest).
+        calib: Integer form: calibration inputs (a ``(N, C, H, W)`` tensor
+            or an iterable of them, RGB in [0, 1]) for the ranges of conv
+            outputs that return to float; default
+            :func:`~odm_mm.deploy.calib.default_calibration_inputs`.
+        container_bits: Storage form: force at least this integer width
+            (2, 4 or 8); default the smallest that holds the codes.
         dynamic: Make batch, height and width dynamic.
+        full_int8_weights: Integer form: int8 weight codes up to 127
+            instead of 63 (smaller grid nudge; only exact on CPUs with
+            VNNI/AMX dot products or ARM: older x86 kernels saturate).
+        requant_outputs: Integer form: requantise conv outputs that return
+            to float (e.g. EDSR's second block conv, added to the FP32
+            skip) at 8 bits so that they too run as integer convs (default);
+            False keeps those convs float (exact, slower).
 
     Returns:
         An :class:`OnnxExportResult`.
 
     Raises:
-        ValueError: on a layer ONNX cannot express (non-zero padding mode)
-            or whose quantization is switched off.
+        ValueError: on a layer the form cannot express (non-zero padding
+            mode, quantization switched off, a method without integer
+            form such as DAQ or DDTB's dynamic layers), naming it.
     """
     import onnx
-    from onnx import helper, version_converter
-
-    tokens = [n for n, m in generator.named_modules()
-              if isinstance(m, (QuantLinear, QuantWindowAttention))]
-    if tokens:
-        raise ValueError(
-            f'ONNX QDQ export covers QuantConv layers only; this network has '
-            f'{len(tokens)} quantized Linear/attention modules (e.g. '
-            f'{tokens[0]}). Export it with odm_mm.deploy.export_artifact '
-            '(tools/deploy/export.py without --onnx): the integer runtime '
-            'covers them.')
-    model = copy.deepcopy(generator).cpu().float().eval()
-    model.requires_grad_(False)
-    qlayers = [(n, m) for n, m in model.named_modules()
-               if isinstance(m, QuantConv)]
-    if not qlayers:
-        raise ValueError('no QuantConv layer to export')
-    for name, layer in qlayers:
-        if layer.padding_mode != 'zeros' or isinstance(layer.padding, str):
-            raise ValueError(f'{name}: only numeric zero padding is exported')
-        if not layer.quant_enabled:
-            raise ValueError(f'{name}: quantization is disabled on this '
-                             'layer (enable_quant() before exporting)')
-    names = {}
-    for i, (name, layer) in enumerate(qlayers):
-        parent, _, child = name.rpartition('.')
-        setattr(model.get_submodule(parent) if parent else model, child,
-                _Mark(i))
-        names[i] = (name, layer)
-    if input_shape is None:
-        first = next(m for m in model.modules()
-                     if isinstance(m, (nn.Conv2d, _Mark)))
-        chans = first.in_channels if isinstance(first, nn.Conv2d) else \
-            qlayers[first.index][1].in_channels
-        input_shape = (1, chans, 16, 16)
-    buf = io.BytesIO()
-    axes = {0: 'batch', 2: 'height', 3: 'width'}
-    _LAYERS[:] = [layer for _, layer in qlayers]
-    try:
-        with warnings.catch_warnings(), _drop_placeholder_warnings():
-            warnings.simplefilter('ignore')
-            torch.onnx.export(
-                model, (torch.zeros(*input_shape),), buf, dynamo=False,
-                opset_version=_TRACE_OPSET, input_names=['input'],
-                output_names=['output'],
-                dynamic_axes={'input': axes, 'output': axes}
-                if dynamic else None)
-    finally:
-        _LAYERS.clear()
-    proto = onnx.load_from_string(buf.getvalue())
-    containers = {name: _containers(layer, container_bits)
-                  for name, layer in qlayers}
-    opset = OPSET_FOR_CONTAINER[min(
-        [8] + [k for c in containers.values() for k in c.values()])]
-    if opset > _TRACE_OPSET:  # adapts ops whose signature changed
-        proto = version_converter.convert_version(proto, opset)
-    nodes = []
-    for node in proto.graph.node:
-        if node.domain != _DOMAIN:
-            nodes.append(node)
-            continue
-        name, layer = names[next(a.i for a in node.attribute
-                                 if a.name == 'index')]
-        b = _layer_nodes(name, layer, node.input[0], node.output[0],
-                         containers[name])
-        nodes.extend(b.nodes)
-        proto.graph.initializer.extend(b.inits)
-    del proto.graph.node[:]
-    proto.graph.node.extend(nodes)
-    del proto.opset_import[:]
-    proto.opset_import.extend([helper.make_opsetid('', opset)])
+    from onnx import helper
+    if form not in FORMS:
+        raise ValueError(f'form must be one of {FORMS}, got {form!r}')
+    if form == 'integer' and container_bits not in (None, 8):
+        raise ValueError('container_bits is an option of the storage form; '
+                         'the integer form uses 8-bit codes')
+    _check_layers(generator, form)
+    kinds = (QuantConv, ) if form == 'storage' else (QuantConv, QuantLinear,
+                                                       ActSite)
+    traced = trace_generator(generator, input_shape, dynamic, kinds)
+    if form == 'storage':
+        proto, opset, containers = storage_graph(traced, container_bits)
+        plan = None
+    else:
+        names = [n for n, m in traced.modules.values()
+                 if isinstance(m, QuantConv)]
+        inputs = default_calibration_inputs() if calib is None else calib
+        ranges = observe_ranges(traced.model, names, inputs)
+        proto, plan = integer_graph(
+            traced, ranges, D_MAX_FULL if full_int8_weights else D_MAX_SAFE,
+            requant_outputs)
+        opset = INTEGER_OPSET
+        containers = {n: dict(weight=8, act=8) for n in names}
+        del proto.opset_import[:]
+        proto.opset_import.extend([helper.make_opsetid('', opset)])
+    del proto.graph.value_info[:]
     proto.ir_version = helper.find_min_ir_version_for(
         list(proto.opset_import))
     onnx.checker.check_model(proto, full_check=True)
     onnx.save(proto, path)
-    return OnnxExportResult(path=path, opset=opset, containers=containers)
+    return OnnxExportResult(path=path, form=form, opset=opset,
+                            containers=containers, plan=plan,
+                            runtimes=_runtimes(form, opset))

@@ -4,7 +4,7 @@ The token counterparts of :class:`~odm_mm.deploy.runtime.IntegerConv2d`,
 independent of the training code in the same way (they import neither
 :mod:`odm_mm.layers*` nor :mod:`odm_mm.quantizers` nor
 :mod:`odm_mm.layers.attention`; the integer formulas are the runtime's
-:data:`~odm_mm.deploy.runtime.FORMS`).
+:data:`~odm_mm.deploy.records.FORMS`).
 
 :class:`IntegerLinear`, with ``x_q = a_l + s_a A`` and ``w_q = w_l + s_w C``
 over the ``K = in_features`` channel axis (last)::
@@ -33,7 +33,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from .runtime import ACCUMULATE, LayerRecord, _t, form_of
+from .records import ACCUMULATE, LayerRecord, as_tensor, form_of
 
 __all__ = ['IntegerLinear', 'IntegerWindowAttention']
 
@@ -54,7 +54,7 @@ class _ActCodes(nn.Module):
         self.form = form_of(method)
         self.bits, self.zero = rec['bits'], int(rec['zero_point'])
         bounds = [tensors[rec[k]] for k in self.form.act_params]
-        self.register_buffer('bounds', _t(np.stack(bounds).reshape(-1)),
+        self.register_buffer('bounds', as_tensor(np.stack(bounds).reshape(-1)),
                              False)
 
     def forward(self, x: Tensor) -> Tuple[Tensor, float, float]:  # noqa

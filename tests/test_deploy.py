@@ -304,8 +304,8 @@ def test_onnx_qdq_matches_fake_quant(tmp_path, method, bits, opset,
     from odm_mm.deploy.onnx_export import export_onnx, ort_session
     gen = quantized_edsr(method, bits)
     path = str(tmp_path / 'm.onnx')
-    info = export_onnx(gen, path)
-    assert info.opset == opset
+    info = export_onnx(gen, path, form='storage')
+    assert info.form == 'storage' and info.opset == opset
     assert {c['act'] for c in info.containers.values()} == {container}
     proto = onnx.load(path)
     ops = {n.op_type for n in proto.graph.node}
@@ -316,13 +316,14 @@ def test_onnx_qdq_matches_fake_quant(tmp_path, method, bits, opset,
     x = torch.rand(2, 3, 12, 16, generator=torch.Generator().manual_seed(3))
     with torch.no_grad():
         ref = gen(x).numpy()
-    y = ort_session(path).run(None, {'input': x.numpy()})[0]
+    import onnxruntime as ort
+    y = ort.InferenceSession(path).run(None, {'input': x.numpy()})[0]
     assert y.shape == ref.shape == (2, 3, 48, 64)  # dynamic H, W
     # ODM's Clip/Sub/Q/DQ/Add is bit-exact to fake_quant; PAMS divides by
     # a/q where torch multiplies by q/a (1 ulp before rounding).
     assert np.abs(y - ref).max() <= 1e-5
     if bits in (2, 3):  # the same grid in 8-bit containers
-        info8 = export_onnx(gen, path, container_bits=8)
+        info8 = export_onnx(gen, path, form='storage', container_bits=8)
         assert info8.opset == 17
         y8 = ort_session(path).run(None, {'input': x.numpy()})[0]
         assert np.abs(y8 - ref).max() <= 1e-5
@@ -358,8 +359,19 @@ def test_cli_export_with_lead_config(tmp_path, capsys, monkeypatch):
                                      *small])
     tool.main()
     text = capsys.readouterr().out
-    diffs = [float(v) for v in re.findall(r'max \|diff\| = (\S+)', text)]
-    assert len(diffs) == 2 and max(diffs) <= 1e-5, text
+    runtime, onnx_part = text.split('onnxruntime (model.onnx)')
+    diffs = [float(v.rstrip(','))
+             for v in re.findall(r'max \|diff\| = (\S+)', runtime)]
+    # float64 sums: on real images a few float32 activations of the
+    # fake-quant model sit on a rounding boundary and flip one code (one
+    # step of a 4-bit grid times this body's gain, ~1e-4 here)
+    assert len(diffs) == 2 and max(diffs) <= 1e-3, text
+    # integer ONNX: 8-bit requantised conv outputs and nudged grids (see
+    # test_onnx_integer.py for the bounds); real images, not noise
+    assert re.findall(r'Set5/|skimage/', onnx_part), text
+    deltas = [float(v) for v in re.findall(r'diff ([-+]\d\.\d+)\)',
+                                           onnx_part)]
+    assert len(deltas) == 2 and max(abs(d) for d in deltas) <= 0.05, text
     assert re.search(r'artifact / storage = 1\.0\d', text), text
     manifest, _ = read_artifact(out)
     assert manifest['generator']['kwargs']['mid_channels'] == 16
@@ -376,8 +388,16 @@ def test_cli_export_with_lead_config(tmp_path, capsys, monkeypatch):
 
 
 @pytest.mark.parametrize('bits', [2, 4, 8])
-def test_onnx_odm_qdq_is_bit_exact(tmp_path, bits):
-    """One input channel, 1x1 kernel: the only float ops are Eq. 1's."""
+def test_onnx_odm_qdq_rounds_as_eq1(tmp_path, bits):
+    """One input channel, 1x1 kernel, storage form: Eq. 1's rounding.
+
+    The activation codes must be Eq. 1's exactly (a wrong rounding at a
+    tie moves an output by ``step * |w| >= 0.02``). The conv's multiply-add
+    itself is a float kernel: with or without a fused multiply-add it is
+    within two float32 roundings of the float64 value, ``2 eps (|xq w| +
+    |b|)``; both the torch model and onnxruntime are checked against that
+    float64 reference, so the test holds whichever the CPU's kernel picks.
+    """
     from odm_mm.deploy.onnx_export import export_onnx, ort_session
     from odm_mm.quantizers import fake_quant
     torch.manual_seed(0)
@@ -392,12 +412,17 @@ def test_onnx_odm_qdq_is_bit_exact(tmp_path, bits):
                    torch.nextafter(ties, torch.tensor(9.)).detach()])
     x = x.view(1, 1, 1, -1)
     with torch.no_grad():
-        ref = net(x).numpy()
-        # the reference itself is Eq. 1 on the input: sanity of the setup
-        xq = fake_quant(x, lo, hi, bits)
-        w = layer.weight_quantizer(layer.weight)
-        assert torch.equal(net(x), xq * w.view(1, 4, 1, 1) +
-                           layer.bias.view(1, 4, 1, 1))
-    export_onnx(net, str(tmp_path / 'm.onnx'), input_shape=x.shape)
+        xq = fake_quant(x, lo, hi, bits).double()
+        w = layer.weight_quantizer(layer.weight).double().view(1, 4, 1, 1)
+        b = layer.bias.double().view(1, 4, 1, 1)
+        ref64 = (xq * w + b).numpy()
+        bound = 2 * np.finfo(np.float32).eps * (xq.abs() * w.abs() +
+                                                b.abs()).numpy()
+        assert (abs(net(x).double().numpy() - ref64) <= bound).all()
+        # a one-level error would be far outside the bound
+        assert float(((hi - lo) / (2**bits - 1)) * w.abs().min()) > \
+            100 * bound.max()
+    export_onnx(net, str(tmp_path / 'm.onnx'), input_shape=x.shape,
+                form='storage')
     y = ort_session(str(tmp_path / 'm.onnx')).run(None, {'input': x.numpy()})
-    assert np.array_equal(y[0], ref)
+    assert (abs(y[0].astype(np.float64) - ref64) <= bound).all()

@@ -28,16 +28,18 @@ def _modules():
                     yield name, path, ast.parse(fh.read(), path)
 
 
-def _top_level_imports(name, tree, is_pkg):
-    """odm_mm modules imported at module level (not inside functions)."""
+def _top_level_imports(name, tree, is_pkg, lazy=False):
+    """odm_mm modules imported at module level (not inside functions);
+    ``lazy=True``: also those imported inside functions and classes."""
     base = name if is_pkg else name.rpartition('.')[0]
     out = set()
     for node in tree.body:  # module level only; also inside if/try blocks
         stack = [node]
         while stack:
             n = stack.pop()
-            if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef,
-                              ast.ClassDef)):
+            if not lazy and isinstance(n, (ast.FunctionDef,
+                                           ast.AsyncFunctionDef,
+                                           ast.ClassDef)):
                 continue
             if isinstance(n, ast.Import):
                 out |= {a.name for a in n.names if a.name.startswith('odm_mm')}
@@ -55,18 +57,23 @@ def _top_level_imports(name, tree, is_pkg):
     return out
 
 
-def test_module_level_imports_have_no_cycle():
+def _import_graph(lazy=False, prefix='odm_mm'):
     mods = {}
     for name, path, tree in _modules():
         mods[name] = (tree, path.endswith('__init__.py'))
     graph = {}
     for name, (tree, is_pkg) in mods.items():
-        deps = {d for d in _top_level_imports(name, tree, is_pkg)
-                if d in mods and d != name}
+        if not name.startswith(prefix):
+            continue
+        deps = {d for d in _top_level_imports(name, tree, is_pkg, lazy)
+                if d in mods and d != name and d.startswith(prefix)}
         # importing a package's submodule runs the package __init__ first,
         # but that is an edge only when the package imports this module
         graph[name] = deps - {p for p in deps if name.startswith(p + '.')}
-    assert len(graph) > 20 and 'odm_mm.quantizers' in graph
+    return graph
+
+
+def _cycles(graph):
     state, cycle = {}, []
 
     def visit(n, path):
@@ -81,7 +88,25 @@ def test_module_level_imports_have_no_cycle():
     for n in sorted(graph):
         if n not in state:
             visit(n, [n])
+    return cycle
+
+
+def test_module_level_imports_have_no_cycle():
+    graph = _import_graph()
+    assert len(graph) > 20 and 'odm_mm.quantizers' in graph
+    assert 'odm_mm.deploy.runtime_tokens' in graph
+    cycle = _cycles(graph)
     assert not cycle, f'import cycles: {cycle}'
+
+
+def test_deploy_package_has_no_cycle_even_through_lazy_imports():
+    """Inside odm_mm.deploy, function-level imports count too (the runtime
+    and its token layers once imported each other, one side lazily)."""
+    graph = _import_graph(lazy=True, prefix='odm_mm.deploy')
+    assert {'odm_mm.deploy.runtime', 'odm_mm.deploy.runtime_tokens',
+            'odm_mm.deploy.onnx_export', 'odm_mm.deploy.profile'} <= set(graph)
+    cycle = _cycles(graph)
+    assert not cycle, f'import cycles in odm_mm.deploy: {cycle}'
 
 
 def test_the_cycle_check_finds_a_cycle():

@@ -4,14 +4,22 @@ Builds ``cfg.model`` through mmagic's MODELS registry (after
 ``import odm_mm``), loads the checkpoint's ``state_dict`` strictly, writes
 the artifact of ``model.generator`` into OUT (``manifest.json`` +
 ``tensors.bin``, see docs/deploy.md) and prints its size next to the storage
-figure. ``--onnx`` also writes ``OUT/model.onnx`` (QDQ);
-``--check`` runs a random input through the fake-quant generator, the
-integer runtime (and onnxruntime) and prints the largest differences.
+figure. ``--onnx`` also writes ``OUT/model.onnx``: by default the integer
+QDQ form that stock onnxruntime (default session options), TensorRT and NPU
+toolchains run as integer convolutions; ``--onnx-form storage`` writes the
+smallest containers (int2/int4 weight codes, float compute). ``--profile
+deploy`` quantizes the remaining float convs (head, upsampler, tail) at W8A8
+first (calibrated on real images, :mod:`odm_mm.deploy.profile`); the
+artifact stays the trained model. ``--check`` runs real images (Set5 when
+the data root has it, else scikit-image photographs) through the
+fake-quant generator, the integer runtime and onnxruntime and prints the
+largest differences and the PSNR differences.
 
 Examples::
 
     python tools/deploy/export.py configs/odm/edsr_x4_w4a4.py \\
         work_dirs/odm_edsr_x4_w4a4/best.pth deploy/edsr_w4a4 --onnx --check
+    python tools/deploy/export.py CONFIG CKPT OUT --onnx --profile deploy
 """
 import argparse
 import os.path as osp
@@ -35,13 +43,24 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument('checkpoint', help='trained checkpoint (.pth)')
     parser.add_argument('out', help='artifact folder to write')
     parser.add_argument('--onnx', action='store_true',
-                        help='also write OUT/model.onnx (QDQ)')
+                        help='also write OUT/model.onnx')
+    parser.add_argument('--onnx-form', choices=['integer', 'storage'],
+                        default='integer', help='integer: QDQ that '
+                        'onnxruntime runs as integer convs (default); '
+                        'storage: smallest int2/int4 containers, float '
+                        'compute')
     parser.add_argument('--onnx-container-bits', type=int, choices=[2, 4, 8],
-                        default=None, help='minimum integer width of the '
-                        'ONNX QDQ tensors (default: smallest that fits)')
+                        default=None, help='storage form: minimum integer '
+                        'width of the QDQ tensors (default: smallest that '
+                        'fits)')
+    parser.add_argument('--profile', choices=['body', 'deploy'],
+                        default='body', help='body: the trained model as '
+                        'is (default); deploy: also quantize the float '
+                        'convs (head, upsampler, tail) at W8A8 for the ONNX '
+                        'file')
     parser.add_argument('--check', action='store_true',
                         help='compare fake-quant, integer runtime (and '
-                        'onnxruntime) outputs on a random input')
+                        'onnxruntime) outputs on real images')
     parser.add_argument('--cfg-options', nargs='+', action=DictAction,
                         help='override config settings, key=value')
     return parser.parse_args()
@@ -59,23 +78,27 @@ def build_model(cfg: Config, checkpoint: str) -> torch.nn.Module:
     return model.eval()
 
 
-def check(generator, out_dir: str, onnx_path: str = None) -> None:
-    """Print max |difference| of runtime (and ONNX) vs the fake-quant net."""
+def check(generator, out_dir: str, scale: int, onnx_path: str = None,
+          onnx_reference=None) -> None:
+    """Print max |difference| and PSNR of runtime and ONNX vs fake-quant.
+
+    ``onnx_reference``: the fake-quant model the ONNX file was exported
+    from (the deploy profile), default ``generator``.
+    """
+    from odm_mm.deploy.check import (check_images, compare, format_results,
+                                     onnx_callable, tensor_fn)
     from odm_mm.deploy.runtime import load_runtime
-    first = next(m for m in generator.modules()
-                 if isinstance(m, torch.nn.Conv2d))
-    x = torch.rand(1, first.in_channels, 32, 32,
-                   generator=torch.Generator().manual_seed(0))
-    with torch.no_grad():
-        ref = generator(x)
-        y = load_runtime(out_dir)(x)
-    print(f'integer runtime vs fake-quant: max |diff| = '
-          f'{(y - ref).abs().max().item():.3g}')
+    images = check_images(scale)
+    ref = tensor_fn(generator)
+    print(format_results(compare(ref, load_runtime(out_dir), images, scale),
+                         'integer runtime (float64 sums)'))
     if onnx_path:
         from odm_mm.deploy.onnx_export import ort_session
-        y = ort_session(onnx_path).run(None, {'input': x.numpy()})[0]
-        print(f'onnxruntime vs fake-quant:     max |diff| = '
-              f'{abs(y - ref.numpy()).max():.3g}')
+        fn = onnx_callable(ort_session(onnx_path))
+        ref = tensor_fn(onnx_reference) if onnx_reference is not None \
+            else ref
+        print(format_results(compare(ref, fn, images, scale),
+                             f'onnxruntime ({osp.basename(onnx_path)})'))
 
 
 def main() -> None:
@@ -101,17 +124,33 @@ def main() -> None:
               f'{storage_bits(generator)} bits')
     except ImportError:
         pass
-    onnx_path = None
+    onnx_path, onnx_model = None, None
     if args.onnx:
         from odm_mm.deploy.onnx_export import export_onnx
+        onnx_model = generator
+        if args.profile == 'deploy':
+            from odm_mm.deploy.profile import deploy_profile
+            onnx_model = deploy_profile(generator)
         onnx_path = osp.join(args.out, 'model.onnx')
-        info = export_onnx(generator, onnx_path,
+        info = export_onnx(onnx_model, onnx_path, form=args.onnx_form,
                            container_bits=args.onnx_container_bits)
-        print(f'wrote {onnx_path} (opset {info.opset}, containers '
-              f'{sorted({c["weight"] for c in info.containers.values()})}'
-              f'-bit weights)')
+        print(f'wrote {onnx_path} ({info.form} form, opset {info.opset}, '
+              f'{info.file_bytes} bytes, profile {args.profile})')
+        print(f'runs on: {info.runtimes}')
+    elif args.profile != 'body' or args.onnx_form != 'integer':
+        raise SystemExit('--profile and --onnx-form apply to the ONNX file: '
+                         'add --onnx')
     if args.check:
-        check(generator, args.out, onnx_path)
+        check(generator, args.out, _scale(cfg), onnx_path, onnx_model)
+
+
+def _scale(cfg: Config) -> int:
+    """The generator's upscaling factor (PSNR border crop)."""
+    gen = cfg.model.get('generator', {})
+    for key in ('upscale_factor', 'scale', 'upscale'):
+        if key in gen:
+            return int(gen[key])
+    return int(cfg.get('scale', 4))
 
 
 if __name__ == '__main__':

@@ -1,0 +1,187 @@
+"""Checks a deployed model against the fake-quant one on real images.
+
+A random input says little: the integer ONNX form and the fake-quant model
+agree to ~1e-7 on a 32x32 noise patch, but differ by up to a few 1e-2 on a
+photograph, where many activations sit at rounding boundaries of the
+low-bit grids and the 8-bit requantisation of conv outputs that return to
+float adds its own rounding (docs/deploy.md). :func:`check_images` gives
+real images: Set5 (LR bicubic + HR) when the data root holds it, else
+photographs shipped with scikit-image, downscaled here (area averaging)
+as LR with the photograph as HR. :func:`compare` prints what a user needs
+to trust an export: the largest ``|difference|`` and the Y-PSNR of both
+models against HR.
+
+Y-PSNR follows the package's protocol (mmagic's ``PSNR`` with
+``convert_to='Y'``: BT.601 Y of 8-bit RGB, ``crop_border = scale``).
+Torch/NumPy only.
+"""
+from __future__ import annotations
+
+import math
+import os
+import os.path as osp
+from dataclasses import dataclass
+from typing import Callable, List, Optional, Sequence
+
+import numpy as np
+import torch
+from torch import Tensor
+
+__all__ = ['CheckImage', 'check_images', 'y_psnr', 'compare',
+           'CheckResult', 'onnx_callable', 'format_results', 'tensor_fn']
+
+
+@dataclass
+class CheckImage:
+    """An LR input and its HR reference (``(1, 3, H, W)`` RGB in [0, 1])."""
+
+    name: str
+    lr: Tensor
+    hr: Tensor
+
+
+def _read_rgb(path: str) -> Tensor:
+    import cv2
+    img = cv2.imread(path, cv2.IMREAD_COLOR)
+    if img is None:
+        raise ValueError(f'cannot read image {path}')
+    img = np.ascontiguousarray(img[..., ::-1])
+    return torch.from_numpy(img).permute(2, 0, 1)[None].float() / 255
+
+
+def _set5(root: str, scale: int, names: Sequence[str]) -> List[CheckImage]:
+    out = []
+    for name in names:
+        lr = osp.join(root, 'Set5', 'LR_bicubic', f'X{scale}',
+                      f'{name}x{scale}.png')
+        hr = osp.join(root, 'Set5', 'HR', f'{name}.png')
+        if not (osp.isfile(lr) and osp.isfile(hr)):
+            return []
+        out.append(CheckImage(f'Set5/{name}', _read_rgb(lr), _read_rgb(hr)))
+    return out
+
+
+def _photos(scale: int, names: Sequence[str]) -> List[CheckImage]:
+    import cv2
+    from skimage import data
+    out = []
+    for name in names:
+        img = getattr(data, name)()[..., :3]
+        h, w = img.shape[0] // scale, img.shape[1] // scale
+        hr = np.ascontiguousarray(img[:h * scale, :w * scale])
+        lr = cv2.resize(hr, (w, h), interpolation=cv2.INTER_AREA)
+        out.append(CheckImage(
+            f'skimage/{name}',
+            torch.from_numpy(np.ascontiguousarray(lr)).permute(
+                2, 0, 1)[None].float() / 255,
+            torch.from_numpy(hr).permute(2, 0, 1)[None].float() / 255))
+    return out
+
+
+def check_images(scale: int, data_root: Optional[str] = None,
+                 set5: Sequence[str] = ('baby', 'butterfly'),
+                 photos: Sequence[str] = ('astronaut', 'coffee')
+                 ) -> List[CheckImage]:
+    """Real check images: Set5 under ``data_root`` if there, else photos.
+
+    Args:
+        scale: Upscaling factor of the model.
+        data_root: Folder holding ``Set5/`` (default: the package's data
+            root, ``ODM_DATA_ROOT`` or ``../shared/data``).
+        set5: Set5 image names to use.
+        photos: ``skimage.data`` photographs used without Set5.
+    """
+    if data_root is None:
+        try:
+            from ..data_root import get_data_root  # needs mmengine
+            data_root = get_data_root()
+        except ImportError:  # torch-only: the same rule without mmengine
+            data_root = os.environ.get('ODM_DATA_ROOT') or osp.join(
+                osp.dirname(osp.dirname(osp.dirname(osp.dirname(
+                    osp.abspath(__file__))))), 'shared', 'data')
+    return _set5(data_root, scale, set5) or _photos(scale, photos)
+
+
+def _y(img: Tensor) -> np.ndarray:
+    x = (img.detach().double().clamp(0, 1) * 255).round()[0].numpy()
+    return 16.0 + (65.481 * x[0] + 128.553 * x[1] + 24.966 * x[2]) / 255.0
+
+
+def y_psnr(sr: Tensor, hr: Tensor, crop: int) -> float:
+    """Y-PSNR (dB) of an RGB [0, 1] output against HR, ``crop`` border
+    pixels removed (HR is cropped to the output size first)."""
+    hr = hr[..., :sr.shape[-2], :sr.shape[-1]]
+    a, b = _y(sr), _y(hr)
+    if crop:
+        a, b = a[crop:-crop, crop:-crop], b[crop:-crop, crop:-crop]
+    mse = float(np.mean((a - b) ** 2))
+    return math.inf if mse == 0 else 10 * math.log10(255.0**2 / mse)
+
+
+@dataclass
+class CheckResult:
+    """One image: largest ``|deployed - fake-quant|`` and both PSNRs."""
+
+    name: str
+    max_diff: float
+    psnr_ref: float
+    psnr_deployed: float
+
+    @property
+    def psnr_delta(self) -> float:
+        """Deployed minus fake-quant Y-PSNR (dB)."""
+        return self.psnr_deployed - self.psnr_ref
+
+
+@torch.no_grad()
+def compare(reference: Callable[[Tensor], Tensor],
+            deployed: Callable[[Tensor], Tensor],
+            images: Sequence[CheckImage], scale: int) -> List[CheckResult]:
+    """Run both models on each image.
+
+    Args:
+        reference: The fake-quant generator (or any callable on tensors).
+        deployed: The deployed model as a callable on tensors (e.g.
+            :func:`onnx_callable`).
+        images: From :func:`check_images`.
+        scale: Upscaling factor (the PSNR border crop).
+    """
+    out = []
+    for img in images:
+        ref = reference(img.lr).float()
+        dep = deployed(img.lr).float()
+        out.append(CheckResult(img.name, float((dep - ref).abs().max()),
+                               y_psnr(ref, img.hr, scale),
+                               y_psnr(dep, img.hr, scale)))
+    return out
+
+
+def onnx_callable(session) -> Callable[[Tensor], Tensor]:
+    """An onnxruntime session as a callable ``Tensor -> Tensor``."""
+    name = session.get_inputs()[0].name
+
+    def run(x: Tensor) -> Tensor:
+        y = session.run(None, {name: x.detach().float().numpy()})[0]
+        return torch.from_numpy(y)
+
+    return run
+
+
+def format_results(results: Sequence[CheckResult], label: str) -> str:
+    """One line per image, then the mean PSNR difference."""
+    lines = [f'{label} vs fake-quant on {len(results)} real image(s):']
+    for r in results:
+        lines.append(f'  {r.name}: max |diff| = {r.max_diff:.3g}, Y-PSNR '
+                     f'{r.psnr_deployed:.3f} dB (fake-quant '
+                     f'{r.psnr_ref:.3f}, diff {r.psnr_delta:+.4f})')
+    if results:
+        mean = sum(r.psnr_delta for r in results) / len(results)
+        lines.append(f'  mean PSNR difference {mean:+.4f} dB')
+    return '\n'.join(lines)
+
+
+def tensor_fn(module: torch.nn.Module) -> Callable[[Tensor], Tensor]:
+    """``module`` in eval mode as a callable."""
+    module.eval()
+    return lambda x: module(x)
+

@@ -53,6 +53,9 @@ def parse_args() -> argparse.Namespace:
                         default=None, help='storage form: minimum integer '
                         'width of the QDQ tensors (default: smallest that '
                         'fits)')
+    parser.add_argument('--onnx-reduce-range', action='store_true',
+                        help='integer form: 7-bit weight codes, for x86 CPUs '
+                        'without VNNI (costs accuracy, see docs/deploy.md)')
     parser.add_argument('--profile', choices=['body', 'deploy'],
                         default='body', help='body: the trained model as '
                         'is (default); deploy: also quantize the float '
@@ -132,8 +135,9 @@ def main() -> None:
             from odm_mm.deploy.profile import deploy_profile
             onnx_model = deploy_profile(generator)
         onnx_path = osp.join(args.out, 'model.onnx')
+        extra = dict(reduce_range=True) if args.onnx_reduce_range else {}
         info = export_onnx(onnx_model, onnx_path, form=args.onnx_form,
-                           container_bits=args.onnx_container_bits)
+                           container_bits=args.onnx_container_bits, **extra)
         print(f'wrote {onnx_path} ({info.form} form, opset {info.opset}, '
               f'{info.file_bytes} bytes, profile {args.profile})')
         print(f'runs on: {info.runtimes}')

@@ -157,11 +157,21 @@ def _test_sets(root: str):
 
 
 @torch.no_grad()
-def _psnr(fn, sets) -> dict:
-    from odm_mm.deploy.check import y_psnr
-    return {name: statistics.fmean(y_psnr(fn(im.lr).float(), im.hr, SCALE)
-                                   for im in imgs)
+def _outputs(fn, sets) -> dict:
+    return {name: [fn(im.lr).float() for im in imgs]
             for name, imgs in sets.items()}
+
+
+def _psnr(outs, sets) -> dict:
+    from odm_mm.deploy.check import y_psnr
+    return {name: statistics.fmean(y_psnr(o, im.hr, SCALE)
+                                   for o, im in zip(outs[name], imgs))
+            for name, imgs in sets.items()}
+
+
+def _max_diff(outs, ref) -> float:
+    return max(float((a - b).abs().max()) for name in outs
+               for a, b in zip(outs[name], ref[name]))
 
 
 def _ort_fn(path):
@@ -182,24 +192,33 @@ def build(args, tmp: str) -> tuple:
     sets = _test_sets(args.data_root)
     specs, rows = {}, {}
 
-    def add(name, kind, path, psnr, fq_psnr=None, timed=True, **extra):
-        rows[name] = dict(kind=kind, file_bytes=os.path.getsize(path)
-                          if osp.isfile(path) else _dir_bytes(path),
-                          psnr=psnr, fakequant_psnr=fq_psnr, **extra)
-        if timed:
-            specs[name] = dict(kind=kind, path=path)
+    def add(name, kind, path, fn, ref=None):
+        """Score ``fn`` on the test sets (vs the fake-quant outputs
+        ``ref``) and keep the model for timing."""
+        outs = _outputs(fn, sets)
+        row = dict(kind=kind, file_bytes=os.path.getsize(path)
+                   if osp.isfile(path) else _dir_bytes(path),
+                   psnr=_psnr(outs, sets))
+        if ref is not None and sets:
+            row.update(fakequant_psnr=_psnr(ref, sets),
+                       max_diff_vs_fakequant=_max_diff(outs, ref))
+        rows[name] = row
+        specs[name] = dict(kind=kind, path=path)
         print(f'[bench] built {name}: PSNR ' + ', '.join(
-            f'{k} {v:.3f}' for k, v in psnr.items()), flush=True)
+            f'{k} {v:.3f}' for k, v in row['psnr'].items()) + (
+            f', max |diff| vs fake-quant {row["max_diff_vs_fakequant"]:.3g}'
+            if 'max_diff_vs_fakequant' in row else ''), flush=True)
+        return outs
 
     path = osp.join(tmp, 'fp32.pt')
     torch.save(teacher, path)
-    add('fp32-torch', 'torch', path, _psnr(teacher, sets))
+    add('fp32-torch', 'torch', path, teacher)
     path = osp.join(tmp, 'fp32.onnx')
     torch.onnx.export(teacher, (torch.rand(1, 3, 16, 16), ), path,
                       input_names=['input'], output_names=['output'],
                       dynamic_axes={'input': {0: 'n', 2: 'h', 3: 'w'}},
                       opset_version=17, dynamo=False)
-    add('fp32-ort', 'ort', path, _psnr(_ort_fn(path), sets))
+    add('fp32-ort', 'ort', path, _ort_fn(path))
     first = True
     for method in args.methods:
         for bits in args.bits:
@@ -209,24 +228,26 @@ def build(args, tmp: str) -> tuple:
             calibrate_model(gen, calib, shift=method == 'odm',
                             scale=method == 'odm')
             gen.eval()
-            fq = _psnr(gen, sets)
+            path = osp.join(tmp, f'{tag}.pt')
+            torch.save(gen, path)
             if first:
-                path = osp.join(tmp, f'{tag}.pt')
-                torch.save(gen, path)
-                add(f'fakequant-torch ({tag})', 'torch', path, fq)
+                fq = add(f'fakequant-torch ({tag})', 'torch', path, gen)
                 path = osp.join(tmp, f'{tag}-artifact')
                 export_artifact(gen, path, TEACHER_CFG)
                 add(f'int-runtime ({tag})', 'runtime', path,
-                    _psnr(_runtime_fn(path), sets), fq)
+                    _runtime_fn(path), fq)
                 first = False
+            else:  # scored, not timed (same speed as the first one)
+                fq = _outputs(gen, sets)
             path = osp.join(tmp, f'{tag}-body.onnx')
             export_onnx(gen, path, calib=calib)
-            add(f'{tag}-body', 'ort', path, _psnr(_ort_fn(path), sets), fq)
+            add(f'{tag}-body', 'ort', path, _ort_fn(path), fq)
             prof = deploy_profile(gen, calib)
             path = osp.join(tmp, f'{tag}-deploy.onnx')
             export_onnx(prof, path, calib=calib)
-            add(f'{tag}-deploy', 'ort', path, _psnr(_ort_fn(path), sets), fq,
-                profile_fakequant_psnr=_psnr(prof, sets))
+            fq_prof = _outputs(prof, sets)
+            add(f'{tag}-deploy', 'ort', path, _ort_fn(path), fq_prof)
+            rows[f'{tag}-deploy']['trained_fakequant_psnr'] = _psnr(fq, sets)
     return specs, rows
 
 
@@ -278,7 +299,8 @@ def table(rows: dict, timing: dict, args) -> str:
     """Markdown table (speedups against fp32-ort at the same setting)."""
     cols = [f'{s}@{t}' for s in args.sizes for t in args.threads]
     head = ['model', 'file MB'] + [f'{c} s (x FP32-ORT)' for c in cols] + [
-        'peak RSS MB'] + [f'{s} PSNR (fake-quant)' for s in ('Set5', 'Set14')]
+        'peak RSS MB'] + [f'{s} PSNR (fake-quant)' for s in ('Set5', 'Set14')
+                          ] + ['max abs diff']
     lines = ['| ' + ' | '.join(head) + ' |',
              '|' + '---|' * len(head)]
     base = timing.get('fp32-ort', {}).get('seconds', {})
@@ -293,10 +315,11 @@ def table(rows: dict, timing: dict, args) -> str:
         cells.append(f'{t["rss_mb"]:.0f}' if t else '–')
         for s in ('Set5', 'Set14'):
             p = row['psnr'].get(s)
-            fq = (row.get('profile_fakequant_psnr') or
-                  row.get('fakequant_psnr') or {}).get(s)
+            fq = (row.get('fakequant_psnr') or {}).get(s)
             cells.append('–' if p is None else f'{p:.3f}' + (
                 '' if fq is None else f' ({fq:.3f})'))
+        md = row.get('max_diff_vs_fakequant')
+        cells.append('–' if md is None else f'{md:.3g}')
         lines.append('| ' + ' | '.join(cells) + ' |')
     return '\n'.join(lines)
 

@@ -330,9 +330,10 @@ def test_onnx_qdq_matches_fake_quant(tmp_path, method, bits, opset,
 
 
 # ------------------------------------------------------------------- CLI
-def test_cli_export_with_lead_config(tmp_path, capsys, monkeypatch):
+def _cli_setup(tmp_path):
+    """The export tool as a module, the lead config, a tiny trained-like
+    checkpoint of it, and the --cfg-options that make it tiny."""
     import importlib.util
-    import re
 
     from mmagic.registry import MODELS
     from mmengine.config import Config
@@ -353,6 +354,12 @@ def test_cli_export_with_lead_config(tmp_path, capsys, monkeypatch):
         model.generator.body[1].conv1.shift.uniform_(-0.3, 0.3)
     ckpt = str(tmp_path / 'model.pth')
     torch.save({'state_dict': model.state_dict(), 'meta': {}}, ckpt)
+    return tool, cfg, cfg_file, model, ckpt, small
+
+
+def test_cli_export_with_lead_config(tmp_path, capsys, monkeypatch):
+    import re
+    tool, cfg, cfg_file, model, ckpt, small = _cli_setup(tmp_path)
     out = str(tmp_path / 'artifact')
     monkeypatch.setattr('sys.argv', ['export.py', cfg_file, ckpt, out,
                                      '--onnx', '--check', '--cfg-options',
@@ -385,6 +392,41 @@ def test_cli_export_with_lead_config(tmp_path, capsys, monkeypatch):
     torch.save({'state_dict': state}, ckpt)
     with pytest.raises(RuntimeError, match='extra'):
         tool.build_model(cfg, ckpt)
+
+
+def test_cli_export_deploy_profile_and_storage_form(tmp_path, capsys,
+                                                    monkeypatch):
+    import collections
+
+    import onnx
+    import onnxruntime as ort
+    tool, _, cfg_file, _, ckpt, small = _cli_setup(tmp_path)
+    out = str(tmp_path / 'deploy')
+    monkeypatch.setattr('sys.argv', ['export.py', cfg_file, ckpt, out,
+                                     '--onnx', '--profile', 'deploy',
+                                     '--cfg-options', *small])
+    tool.main()
+    text = capsys.readouterr().out
+    assert 'integer form' in text and 'profile deploy' in text, text
+    opts = ort.SessionOptions()
+    opts.optimized_model_filepath = str(tmp_path / 'opt.onnx')
+    opts.log_severity_level = 3
+    ort.InferenceSession(osp.join(out, 'model.onnx'), opts)
+    ops = collections.Counter(
+        n.op_type for n in onnx.load(opts.optimized_model_filepath)
+        .graph.node)
+    assert ops['QLinearConv'] == 9 and ops['Conv'] == 0  # all 9 convs
+    out2 = str(tmp_path / 'storage')
+    monkeypatch.setattr('sys.argv', ['export.py', cfg_file, ckpt, out2,
+                                     '--onnx', '--onnx-form', 'storage',
+                                     '--cfg-options', *small])
+    tool.main()
+    text = capsys.readouterr().out
+    assert 'storage form, opset 21' in text and 'float compute' in text
+    monkeypatch.setattr('sys.argv', ['export.py', cfg_file, ckpt, out2,
+                                     '--profile', 'deploy'])
+    with pytest.raises(SystemExit, match='add --onnx'):
+        tool.main()
 
 
 @pytest.mark.parametrize('bits', [2, 4, 8])

@@ -106,6 +106,17 @@ def check(generator, out_dir: str, scale: int, onnx_path: str = None,
 
 def main() -> None:
     args = parse_args()
+    if not args.onnx and (args.profile != 'body' or args.onnx_form !=
+                          'integer' or args.onnx_reduce_range or
+                          args.onnx_container_bits):
+        raise SystemExit('--profile, --onnx-form, --onnx-reduce-range and '
+                         '--onnx-container-bits apply to the ONNX file: add '
+                         '--onnx')
+    if args.onnx_form == 'integer' and args.onnx_container_bits not in (
+            None, 8):
+        raise SystemExit('--onnx-container-bits is an option of '
+                         '--onnx-form storage (the integer form uses 8-bit '
+                         'codes)')
     cfg = Config.fromfile(args.config)
     merge_cfg_options(cfg, args.cfg_options)
     model = build_model(cfg, args.checkpoint)
@@ -141,9 +152,6 @@ def main() -> None:
         print(f'wrote {onnx_path} ({info.form} form, opset {info.opset}, '
               f'{info.file_bytes} bytes, profile {args.profile})')
         print(f'runs on: {info.runtimes}')
-    elif args.profile != 'body' or args.onnx_form != 'integer':
-        raise SystemExit('--profile and --onnx-form apply to the ONNX file: '
-                         'add --onnx')
     if args.check:
         check(generator, args.out, _scale(cfg), onnx_path, onnx_model)
 

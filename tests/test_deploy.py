@@ -396,37 +396,24 @@ def test_cli_export_with_lead_config(tmp_path, capsys, monkeypatch):
 
 def test_cli_export_deploy_profile_and_storage_form(tmp_path, capsys,
                                                     monkeypatch):
-    import collections
-
-    import onnx
-    import onnxruntime as ort
+    from odm_mm.deploy.onnx_export import optimized_ops
     tool, _, cfg_file, _, ckpt, small = _cli_setup(tmp_path)
-    out = str(tmp_path / 'deploy')
-    monkeypatch.setattr('sys.argv', ['export.py', cfg_file, ckpt, out,
-                                     '--onnx', '--profile', 'deploy',
-                                     '--cfg-options', *small])
-    tool.main()
-    text = capsys.readouterr().out
-    assert 'integer form' in text and 'profile deploy' in text, text
-    opts = ort.SessionOptions()
-    opts.optimized_model_filepath = str(tmp_path / 'opt.onnx')
-    opts.log_severity_level = 3
-    ort.InferenceSession(osp.join(out, 'model.onnx'), opts)
-    ops = collections.Counter(
-        n.op_type for n in onnx.load(opts.optimized_model_filepath)
-        .graph.node)
-    assert ops['QLinearConv'] == 9 and ops['Conv'] == 0  # all 9 convs
-    out2 = str(tmp_path / 'storage')
-    monkeypatch.setattr('sys.argv', ['export.py', cfg_file, ckpt, out2,
-                                     '--onnx', '--onnx-form', 'storage',
-                                     '--cfg-options', *small])
-    tool.main()
-    text = capsys.readouterr().out
-    assert 'storage form, opset 21' in text and 'float compute' in text
-    monkeypatch.setattr('sys.argv', ['export.py', cfg_file, ckpt, out2,
-                                     '--profile', 'deploy'])
-    with pytest.raises(SystemExit, match='add --onnx'):
+
+    def run(out, *flags):
+        monkeypatch.setattr('sys.argv', ['export.py', cfg_file, ckpt, out,
+                                         *flags, '--cfg-options', *small])
         tool.main()
+        return capsys.readouterr().out
+
+    out = str(tmp_path / 'deploy')
+    text = run(out, '--onnx', '--profile', 'deploy')
+    assert 'integer form' in text and 'profile deploy' in text, text
+    ops = optimized_ops(osp.join(out, 'model.onnx'))
+    assert ops['QLinearConv'] == 9 and ops['Conv'] == 0  # all 9 convs
+    text = run(str(tmp_path / 'storage'), '--onnx', '--onnx-form', 'storage')
+    assert 'storage form, opset 21' in text and 'float compute' in text
+    with pytest.raises(SystemExit, match='add --onnx'):
+        run(str(tmp_path / 'none'), '--profile', 'deploy')
 
 
 @pytest.mark.parametrize('bits', [2, 4, 8])

@@ -8,7 +8,6 @@
   and the 8-bit requantisation of conv outputs that return to float: no
   bit-equality of float sums is asserted).
 """
-import collections
 import os.path as osp
 
 import numpy as np
@@ -86,17 +85,11 @@ def test_weight_grid_codes_are_int8_and_exact_up_to_the_channel_nudge(
 # ------------------------------------------------------ onnxruntime graphs
 def _session(path, tmp_path):
     """A default session, and the op counts of its optimized graph."""
-    import onnx
     import onnxruntime as ort
-    ort.InferenceSession(path)  # default options, no arguments: must load
-    opts = ort.SessionOptions()
-    opts.optimized_model_filepath = str(tmp_path / 'optimized.onnx')
-    opts.log_severity_level = 3
-    sess = ort.InferenceSession(path, opts)
-    ops = collections.Counter(
-        n.op_type for n in onnx.load(opts.optimized_model_filepath)
-        .graph.node)
-    return sess, ops
+
+    from odm_mm.deploy.onnx_export import optimized_ops
+    sess = ort.InferenceSession(path)  # default options, no arguments
+    return sess, optimized_ops(path)
 
 
 def _real_lr():

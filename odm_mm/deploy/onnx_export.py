@@ -38,7 +38,8 @@ from .onnx_storage import (OPSET_FOR_CONTAINER, container_bits_for,
 from .onnx_trace import trace_generator
 
 __all__ = ['export_onnx', 'OnnxExportResult', 'container_bits_for',
-           'OPSET_FOR_CONTAINER', 'ort_session', 'FORMS', 'INTEGER_OPSET']
+           'OPSET_FOR_CONTAINER', 'ort_session', 'optimized_ops', 'FORMS',
+           'INTEGER_OPSET']
 
 #: The ONNX forms of :func:`export_onnx`.
 FORMS = ('integer', 'storage')
@@ -90,6 +91,24 @@ def ort_session(path: str, threads: Optional[int] = None, **kwargs: Any):
         opts.intra_op_num_threads = int(threads)
     kwargs.setdefault('providers', ['CPUExecutionProvider'])
     return ort.InferenceSession(path, **kwargs)
+
+
+def optimized_ops(path: str) -> 'collections.Counter':
+    """Op types of onnxruntime's optimized graph of ``path`` (default
+    session options, CPU provider): how the file really runs, e.g.
+    ``optimized_ops(p)['QLinearConv']`` integer convolutions."""
+    import collections
+    import tempfile
+
+    import onnx
+    import onnxruntime as ort
+    with tempfile.TemporaryDirectory() as tmp:
+        opts = ort.SessionOptions()
+        opts.optimized_model_filepath = os.path.join(tmp, 'optimized.onnx')
+        opts.log_severity_level = 3  # the 'hardware specific' note
+        ort.InferenceSession(path, opts, providers=['CPUExecutionProvider'])
+        graph = onnx.load(opts.optimized_model_filepath).graph
+        return collections.Counter(n.op_type for n in graph.node)
 
 
 def _runtimes(form: str, opset: int) -> str:

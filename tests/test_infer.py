@@ -15,8 +15,6 @@ On the tiny ODM model of tests/test_test_tool.py (2 training iterations):
 """
 import json
 import re
-import runpy
-import sys
 from pathlib import Path
 
 import cv2
@@ -26,7 +24,7 @@ import torch
 
 import odm_mm
 
-from test_test_tool import run_test_tool, trained  # noqa: F401  (fixture)
+from test_test_tool import run_test_tool, run_tool, trained  # noqa: F401
 from tiny_odm import REPO, isolated_runs
 
 pytestmark = pytest.mark.skipif(not odm_mm.HAS_MMAGIC, reason='needs mmagic')
@@ -38,16 +36,7 @@ TILE_ATOL = 1e-5
 
 def run_infer(*args) -> int:
     """``tools/infer.py`` in this process; returns its exit status."""
-    with isolated_runs():
-        sys.argv = [str(INFER_PY), *map(str, args)]
-        try:
-            runpy.run_path(str(INFER_PY), run_name='__main__')
-        except SystemExit as exc:
-            if isinstance(exc.code, str):
-                print(exc.code, file=sys.stderr)
-                return 1
-            return exc.code or 0
-    return 0
+    return run_tool(INFER_PY, *args)
 
 
 @pytest.fixture(scope='module')

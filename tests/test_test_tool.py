@@ -24,21 +24,26 @@ pytestmark = pytest.mark.skipif(not odm_mm.HAS_MMAGIC, reason='needs mmagic')
 TEST_PY = REPO / 'tools' / 'test.py'
 
 
-def run_test_tool(config: Path, ckpt: Path, data_root: Path,
-                  *args: str) -> int:
-    """``tools/test.py`` in this process; returns its exit status."""
-    argv = [str(TEST_PY), str(config), str(ckpt), *args,
-            '--cfg-options', f'odm_data_root={data_root}']
+def run_tool(script: Path, *args) -> int:
+    """``python SCRIPT ARGS`` in this process; returns its exit status (a
+    message exit is printed to stderr, as Python would)."""
     with isolated_runs():
-        sys.argv = argv
+        sys.argv = [str(script), *map(str, args)]
         try:
-            runpy.run_path(str(TEST_PY), run_name='__main__')
+            runpy.run_path(str(script), run_name='__main__')
         except SystemExit as exc:
             if isinstance(exc.code, str):
                 print(exc.code, file=sys.stderr)
                 return 1
             return exc.code or 0
     return 0
+
+
+def run_test_tool(config: Path, ckpt: Path, data_root: Path,
+                  *args: str) -> int:
+    """``tools/test.py`` in this process; returns its exit status."""
+    return run_tool(TEST_PY, config, ckpt, *args, '--cfg-options',
+                    f'odm_data_root={data_root}')
 
 
 @pytest.fixture(scope='session')

@@ -195,8 +195,19 @@ def resolve_save_best(cfg: Config) -> Optional[str]:
 
 
 def apply_fragment_checks(cfg: Config) -> None:
-    """Log the overrides and resolve ``save_best`` (``tools/train.py``)."""
-    for line in override_lines(cfg) + [resolve_save_best(cfg)]:
+    """Log the overrides and resolve ``save_best`` (``tools/train.py``).
+
+    A config whose bases cannot be re-read (e.g. mmengine's pure-Python
+    "lazy import" style) gets no override lines, and a debug line saying
+    why; the ``save_best`` check applies to every config.
+    """
+    try:
+        lines = override_lines(cfg)
+    except Exception as err:  # a report only: never stop a run for it
+        lines = []
+        print_log(f'[odm_mm fragment] overrides not listed: {err!r}',
+                  logger='current', level=logging.DEBUG)
+    for line in lines + [resolve_save_best(cfg)]:
         if line:
             print_log(f'[odm_mm fragment] {line}', logger='current',
                       level=logging.INFO)

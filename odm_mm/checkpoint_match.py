@@ -103,10 +103,10 @@ def describe_state(state: Dict[str, Tensor]) -> str:
     first = gen.get('conv_first.weight', gen.get('sfe1.weight'))
     width = f', {first.shape[0]} channels' if first is not None and \
         first.dim() == 4 else ''
-    form = ('mmagic model checkpoint (generator.* keys)' if wrapped
-            else 'state dict (bare generator weights)')
+    form = ('mmagic model checkpoint (generator.* keys' if wrapped
+            else 'state dict (bare generator weights')
     article = 'an' if kind == 'FP32' else 'a'
-    return f'{article} {kind} {arch} {form}{width}'
+    return f'{article} {kind} {arch} {form}{width})'
 
 
 def _hint(model_keys: List[str], state: Dict[str, Tensor]) -> str:

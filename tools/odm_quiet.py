@@ -14,7 +14,8 @@ no warning filter or logger of the user's program.
   constructor logs one line per parameter ("teacher.* is skipped since its
   requires_grad=False": the frozen SKT teacher, 70+ lines on EDSR;
   "paramwise_options -- ...:lr=...": 250+ lines); they are logged at
-  DEBUG level instead (``log_level='DEBUG'`` shows them).
+  DEBUG level instead (``log_level='DEBUG'`` shows them), as are the
+  dataset's "set5 is not a meta file" notes (mmagic's metainfo strings).
 """
 import logging
 import os
@@ -36,9 +37,14 @@ NOISY_MESSAGES = (r'.*pkg_resources is deprecated',
                   r'.*The `check_for_updates` argument',
                   r'.*Importing from timm\.models',
                   r'.*torch\.utils\._pytree\._register_pytree_node')
-#: mmengine's per-parameter lines.
-PARAM_LINE = re.compile(r'.* is skipped since its requires_grad=|'
-                        r'paramwise_options -- ')
+#: mmengine's per-parameter lines, and its dataset's note that a metainfo
+#: string (mmagic's ``dataset_type='set5'``) is no file; by module.
+DEBUG_LINES = {
+    'mmengine.optim.optimizer.default_constructor': re.compile(
+        r'.* is skipped since its requires_grad=|paramwise_options -- '),
+    'mmengine.dataset.base_dataset': re.compile(
+        r'.* is not a meta file, simply parsed as meta information'),
+}
 
 
 def quiet_third_party() -> None:
@@ -51,15 +57,21 @@ def quiet_third_party() -> None:
         warnings.filterwarnings('ignore', message=msg)
 
 
-def demote_param_logs() -> None:
-    """Log mmengine's per-parameter optimizer lines at DEBUG level."""
-    from mmengine.optim.optimizer import default_constructor as mod
-    original = getattr(mod.print_log, '__wrapped__', mod.print_log)
+def _demote(module, pattern) -> None:
+    original = getattr(module.print_log, '__wrapped__', module.print_log)
 
     def print_log(msg, logger=None, level=logging.INFO):
-        if isinstance(msg, str) and PARAM_LINE.match(msg):
+        if isinstance(msg, str) and pattern.match(msg):
             level = logging.DEBUG
         return original(msg, logger=logger, level=level)
 
     print_log.__wrapped__ = original
-    mod.print_log = print_log
+    module.print_log = print_log
+
+
+def demote_param_logs() -> None:
+    """Log mmengine's per-parameter optimizer lines (and its dataset
+    metainfo notes) at DEBUG level."""
+    import importlib
+    for name, pattern in DEBUG_LINES.items():
+        _demote(importlib.import_module(name), pattern)

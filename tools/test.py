@@ -164,6 +164,7 @@ def main() -> None:
     else:
         drop_image_hooks(cfg)
 
+    demote_param_logs()
     # one message, before the Runner touches the work dir
     if os.environ.get('ODM_TRACEBACK'):
         test_preflight_check(cfg, args.checkpoint, not args.non_strict)
@@ -172,7 +173,6 @@ def main() -> None:
             test_preflight_check(cfg, args.checkpoint, not args.non_strict)
         except PREFLIGHT_ERRORS as err:
             exit_with_message(err, cfg)
-    demote_param_logs()
     runner = TestRunner.from_cfg(cfg)
     hook = MetricsHook(args.out)
     runner.register_hook(hook, 'LOWEST')

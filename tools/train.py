@@ -100,8 +100,8 @@ def main() -> None:
             cfg.load_from = args.resume
 
     # one clear message, before the Runner touches the work dir
-    preflight_or_exit(cfg)
     demote_param_logs()
+    preflight_or_exit(cfg)
     runner = Runner.from_cfg(cfg)
     print_log(f'Working directory: {cfg.work_dir}', logger='current')
     runner.train()

@@ -48,11 +48,12 @@ $PY -m pip install -q --no-deps "mmagic==1.2.0"
 $PY -m pip install -q "$mmcv_whl" -r requirements/runtime.txt -r requirements/deploy.txt \
   -r requirements/tests.txt \
   -c requirements/torch.txt
-# mmagic's metadata pulls in mediapipe; its releases since 0.10.30 have no
-# `mp.solutions`, which controlnet_aux 0.0.10 uses whenever mediapipe imports,
-# so `from mmagic.apis import MMagicInferencer` fails, and the releases that
-# have it need protobuf<5 (onnx needs >=6.31). Without mediapipe, controlnet_aux
-# (imported by mmagic.apis) only loses its face detector, unused here.
+# mmagic's metadata pulls in mediapipe; its recent releases (0.10.35, 1.2.x
+# checked) have no `mp.solutions`, which controlnet_aux 0.0.10 uses whenever
+# mediapipe imports, so `from mmagic.apis import MMagicInferencer` fails; the
+# releases that have it (0.10.21) need protobuf<5, onnx needs >=6.31. Without
+# mediapipe, controlnet_aux (imported by mmagic.apis) only loses its face
+# detector, unused here.
 $PY -m pip uninstall -y -q mediapipe
 $PY -m pip install -q --no-deps --no-build-isolation -e .
 $PY -W ignore -c "import mmagic.models, mmagic.apis, odm_mm; print('[setup_env] odm_mm', odm_mm.__version__, 'ready')"

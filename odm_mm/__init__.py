@@ -28,6 +28,8 @@ except ModuleNotFoundError as err:  # only a missing mmagic is tolerated
 if HAS_MMAGIC:
     from . import registry  # noqa: F401,E402  (registers the glue)
     from . import ddtb_hook  # noqa: F401,E402  (DDTBCalibHook)
+    from . import config_scope  # noqa: E402
+    config_scope.install()  # 'odm_mm::odm/_base_/odm.py' in _base_
 
 __all__ = ['__version__', 'QuantConv', 'QuantLinear', 'QuantWindowAttention',
            'swap_convs', 'HAS_MMAGIC']

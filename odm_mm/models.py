@@ -31,7 +31,7 @@ both, docs/benchmarks.md).
 from __future__ import annotations
 
 import copy
-from typing import Dict, List, Optional, Tuple, Union
+from typing import Any, Dict, List, Optional, Tuple, Union
 
 import torch
 from mmengine.logging import print_log
@@ -40,6 +40,7 @@ from torch import Tensor
 from mmagic.models.base_models import BaseEditModel
 from mmagic.registry import MODELS
 
+from .fragment import refuse_lost_training_logic
 from .gate import LossParts
 from .fullquant import quantize_skips
 from .layers import QuantInputMixin
@@ -126,6 +127,10 @@ class ODMEditModel(BaseEditModel):
             (default per generator; ``'output'`` for a ``feature_module``
             given without a tap).
         train_cfg, test_cfg, init_cfg, data_preprocessor: as BaseEditModel.
+        **stock: Other keys of the stock model config; any (e.g. a GAN
+            restorer's ``discriminator``), like a ``train_cfg`` with training
+            logic (BasicVSR's ``fix_iter``), is refused with one ValueError
+            naming what would be lost (:mod:`odm_mm.fragment`).
     """
 
     def __init__(self,
@@ -141,7 +146,11 @@ class ODMEditModel(BaseEditModel):
                  train_cfg: Optional[dict] = None,
                  test_cfg: Optional[dict] = None,
                  init_cfg: Optional[dict] = None,
-                 data_preprocessor: Optional[dict] = None) -> None:
+                 data_preprocessor: Optional[dict] = None,
+                 **stock: Any) -> None:
+        # a stock model's keys ODMEditModel has no use for (a GAN's
+        # discriminator, BasicVSR's fix_iter): one refusal naming them
+        refuse_lost_training_logic(train_cfg, stock)
         super().__init__(generator, pixel_loss, train_cfg, test_cfg,
                          init_cfg, data_preprocessor)
         quant_cfg = dict(quant_cfg or {})

@@ -48,7 +48,14 @@ $PY -m pip install -q --no-deps "mmagic==1.2.0"
 $PY -m pip install -q "$mmcv_whl" -r requirements/runtime.txt -r requirements/deploy.txt \
   -r requirements/tests.txt \
   -c requirements/torch.txt
+# mmagic's metadata pulls in mediapipe; its recent releases (0.10.35, 1.2.x
+# checked) have no `mp.solutions`, which controlnet_aux 0.0.10 uses whenever
+# mediapipe imports, so `from mmagic.apis import MMagicInferencer` fails; the
+# releases that have it (0.10.21) need protobuf<5, onnx needs >=6.31. Without
+# mediapipe, controlnet_aux (imported by mmagic.apis) only loses its face
+# detector, unused here.
+$PY -m pip uninstall -y -q mediapipe
 $PY -m pip install -q --no-deps --no-build-isolation -e .
-$PY -c "import mmagic.models, odm_mm; print('[setup_env] odm_mm', odm_mm.__version__, 'ready')"
+$PY -W ignore -c "import mmagic.models, mmagic.apis, odm_mm; print('[setup_env] odm_mm', odm_mm.__version__, 'ready')"
 echo "$want" > "$stamp"
 echo "[setup_env] done in $(( $(date +%s) - t0 )) s"

@@ -11,6 +11,7 @@
 import json
 import os
 import os.path as osp
+import re
 import socket
 import subprocess
 import sys
@@ -257,3 +258,33 @@ def test_supervisor_shares_freed_threads(tmp_path):
     sup.threads = 1
     assert sup.share_threads(['a', 'b']) == {'a': 1, 'b': 1}
     assert sup.share_threads([]) == {}
+
+
+def test_progress_lines_print_time_left_at_the_measured_rate(monkeypatch,
+                                                              capsys):
+    """The demo's promise: time left from the measured step time, kept
+    updated (non-terminal output, once a minute; the terminal bars have
+    rich's time-remaining column)."""
+    clock = [100.0]
+    monkeypatch.setattr(demo.time, 'monotonic', lambda: clock[0])
+    ui = demo._Lines(width=10, eta_every=60)
+    ui.add('odm:train', 'ODM QAT')
+    ui.update('odm:train', 0, 600)
+    ui.update('odm:train', 1, 600)  # first step seen at t=100
+    assert ui.eta('odm:train') is None
+    clock[0] = 120.0
+    ui.update('odm:train', 11, 600)  # 10 steps in 20 s: 2 s/step
+    assert ui.eta('odm:train') == pytest.approx(589 * 2.0)
+    assert 'left' not in capsys.readouterr().out  # not a minute yet
+    clock[0] = 170.0
+    ui.update('odm:train', 36, 600)  # 35 steps in 70 s
+    assert re.search(r'ODM QAT +36/600 +about 18:48 left',
+                     capsys.readouterr().out)
+    clock[0] = 200.0
+    ui.update('odm:train', 41, 600)  # said 30 s ago: quiet
+    assert 'left' not in capsys.readouterr().out
+    clock[0] = 240.0
+    ui.update('odm:train', 51, 600)  # 50 steps in 140 s: 2.8 s/step
+    assert 'about 25:37 left' in capsys.readouterr().out
+    ui.update('odm:train', 600, 600, finished=True)
+    assert ui.eta('odm:train') is None

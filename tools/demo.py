@@ -124,7 +124,8 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
     print(f'ODM demo: PAMS vs ODM at {bits} on EDSR x{p["scale"]} '
           f'({p["mid_channels"]}ch/{p["num_blocks"]} blocks), '
           f'{p["qat_iters"]} QAT iterations each, {sup.workers} parallel '
-          f'workers; sized for ~{p["budget_min"] or "?"} min on 2 CPU cores')
+          f'workers; sized for ~{p["budget_min"] or "?"} min on 2 idle CPU '
+          'cores (the bars show the time left as measured here)')
     t = Teacher(**plan['teacher'])
     from odm_bench.demo import _preset_from
     print(t.line(_preset_from(p)) + (' [resumed]' if resumed else ''))

@@ -19,6 +19,10 @@ import os.path as osp
 import sys
 
 sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
+sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
+from odm_quiet import demote_param_logs, quiet_third_party  # noqa: E402
+
+quiet_third_party()  # before torch/mmagic are imported
 
 from mmengine.config import Config, DictAction  # noqa: E402
 from mmengine.logging import print_log  # noqa: E402
@@ -96,6 +100,7 @@ def main() -> None:
             cfg.load_from = args.resume
 
     # one clear message, before the Runner touches the work dir
+    demote_param_logs()
     preflight_or_exit(cfg)
     runner = Runner.from_cfg(cfg)
     print_log(f'Working directory: {cfg.work_dir}', logger='current')

@@ -734,22 +734,45 @@ def make_figures(work_dir: str, plan: Dict, progress: str) -> Dict:
 
 # --------------------------------------------------------------- supervisor
 class _Lines:
-    """Progress for a non-terminal stdout: one line per finished stage."""
+    """Progress for a non-terminal stdout: one line per finished stage, and
+    every ``eta_every`` seconds one line per running stage with the time
+    left, from its measured rate (:meth:`eta`)."""
 
-    def __init__(self, width: int = 24) -> None:
+    def __init__(self, width: int = 24, eta_every: float = 60.) -> None:
         self.tasks: Dict[str, Dict] = {}
         self.width = width
+        self.eta_every = eta_every
 
     def add(self, key: str, desc: str) -> None:
         self.tasks[key] = dict(desc=desc, done=0, total=None, info='',
-                               t0=None, t1=None, printed=False)
+                               t0=None, t1=None, printed=False,
+                               first=None, said=None)
+
+    def eta(self, key: str) -> Optional[float]:
+        """Seconds left for a task: its remaining steps at the rate measured
+        since its first reported step (None before two reports)."""
+        t = self.tasks[key]
+        if not t['total'] or t['first'] is None or t['printed']:
+            return None
+        t_first, done_first = t['first']
+        steps = t['done'] - done_first
+        if steps <= 0:
+            return None
+        rate = (time.monotonic() - t_first) / steps
+        return max(0., (t['total'] - t['done']) * rate)
+
+    def _track(self, t: Dict, done: int) -> None:
+        now = time.monotonic()
+        if t['t0'] is None and (done or t['total']):
+            t['t0'] = now
+        if t['first'] is None and done > 0:
+            t['first'] = (now, done)
 
     def update(self, key: str, done: int, total: Optional[int],
                info: str = '', finished: bool = False) -> None:
         t = self.tasks[key]
-        if t['t0'] is None and (done or finished or t['total']):
-            t['t0'] = time.monotonic()
         t.update(done=done, total=total, info=info)
+        self._track(t, done)
         if finished and not t['printed']:
             t['t1'] = time.monotonic()
             t['printed'] = True
@@ -757,6 +780,17 @@ class _Lines:
             count = f'{done}/{total}' if total else ''
             print(f'{t["desc"]:<{self.width}} {count:>9} {el // 60:>3d}:'
                   f'{el % 60:02d}  {info}'.rstrip(), flush=True)
+            return
+        left = self.eta(key)
+        now = time.monotonic()
+        since = t['said'] if t['said'] is not None else (t['first'] or
+                                                         (now,))[0]
+        if left is not None and now - since >= self.eta_every:
+            t['said'] = now
+            count = f'{done}/{total}'
+            print(f'{t["desc"]:<{self.width}} {count:>9}  about '
+                  f'{int(left) // 60}:{int(left) % 60:02d} left (measured '
+                  'rate)', flush=True)
 
     def __enter__(self):
         return self
@@ -771,11 +805,14 @@ class _Rich(_Lines):
     def __init__(self, width: int = 24) -> None:
         super().__init__(width)
         from rich.progress import (BarColumn, MofNCompleteColumn, Progress,
-                                   TextColumn, TimeElapsedColumn)
+                                   TextColumn, TimeElapsedColumn,
+                                   TimeRemainingColumn)
+        # elapsed, then the time left at the measured rate (kept updated)
         self.progress = Progress(
             TextColumn(f'{{task.description:<{width}}}'),
             BarColumn(bar_width=24), MofNCompleteColumn(),
-            TimeElapsedColumn(), TextColumn('{task.fields[info]}'))
+            TimeElapsedColumn(), TextColumn('left'), TimeRemainingColumn(),
+            TextColumn('{task.fields[info]}'))
         self.ids: Dict[str, int] = {}
 
     def add(self, key: str, desc: str) -> None:

@@ -1,7 +1,7 @@
 # The ODM fragment. A config quantizes a stock mmagic SR config with it:
 #
 #   _base_ = ['mmagic::edsr/edsr_x4c64b16_1xb16-300k_div2k.py',
-#             '<odm_mm>/configs/odm/_base_/odm.py']
+#             'odm_mm::odm/_base_/odm.py']   # odm_mm/config_scope.py
 #   model = dict(type='ODMEditModel', quant_cfg=dict(w_bits=2, a_bits=2),
 #                fp32_checkpoint='path/or/url/of/fp32.pth')
 #   optim_wrapper = _base_.odm_optim_wrapper
@@ -13,7 +13,11 @@
 # pixel loss and data preprocessor and adds, by default, SKT (Eq. 9, weight
 # 1000/255 at mmagic's [0, 1] pixels) and L_V (Eq. 3, lambda_V = 1e-4 for
 # EDSR/SRResNet, 1e-5 for RDN: Supplement S1, unchanged at [0, 1]); see
-# odm_mm/losses.py and docs/odm_design.md.
+# odm_mm/losses.py and docs/odm_design.md. tools/train.py logs one
+# "[odm_mm fragment]" line per stock setting this replaces (model type,
+# optimizer, unused model.train_cfg keys, custom hooks; odm_mm/fragment.py),
+# and ODMEditModel refuses stock models whose training logic it would drop
+# (BasicVSR's fix_iter, a GAN's discriminator).
 custom_imports = dict(imports=['odm_mm'], allow_failed_imports=False)
 
 # Quantizer bounds and offsets learn at this multiple of the base lr

@@ -137,8 +137,9 @@ def test_mmagic_inferencer_runs_the_quantized_model(trained,  # noqa: F811
 
 def test_artifact_and_onnx_models(trained, upscaler, tmp_path):  # noqa: F811
     """A deployment artifact folder and an .onnx file as MODEL give the
-    checkpoint's output (integer runtime: float rounding; onnxruntime: its
-    own conv kernels), tiled."""
+    checkpoint's output (integer runtime: float rounding; onnxruntime: the
+    integer ONNX form, whose bounds tests/test_onnx_integer.py derives:
+    8-bit requantised conv outputs, code flips, border nudges), tiled."""
     from mmengine.config import Config
 
     from odm_mm.deploy import export_artifact
@@ -153,7 +154,7 @@ def test_artifact_and_onnx_models(trained, upscaler, tmp_path):  # noqa: F811
     x = upscaler.to_input(rng.integers(0, 256, (20, 17, 3), dtype=np.uint8))
     ref = upscaler.upscale_tensor(x, tile=0)
     for model, atol in ((tmp_path / 'art', 1e-5), (tmp_path / 'm.onnx',
-                                                    1e-4)):
+                                                    1e-2)):
         other = Upscaler(cfg, str(model), tile=8, overlap=12)
         assert other.kind == ('artifact' if model.suffix == '' else 'onnx')
         out = other.upscale_tensor(x)

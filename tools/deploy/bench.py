@@ -27,6 +27,9 @@ Usage::
 
     python tools/deploy/bench.py --out docs/deploy_bench.json
     python tools/deploy/bench.py --sizes 1280x720 --threads 2 --reps 3
+    # build and score now, time later (same --workdir)
+    python tools/deploy/bench.py --workdir /tmp/bench --no-timing
+    python tools/deploy/bench.py --workdir /tmp/bench --out docs/deploy_bench.json
 """
 import argparse
 import copy
@@ -295,6 +298,26 @@ def measure(args, specs: dict) -> dict:
     return out
 
 
+def _build_or_reuse(args, folder: str) -> tuple:
+    """Models of a previous run in ``folder`` (same build options), or
+    build them there."""
+    os.makedirs(folder, exist_ok=True)
+    record = osp.join(folder, 'build.json')
+    key = dict(teacher=args.teacher, data_root=args.data_root,
+               methods=args.methods, bits=args.bits)
+    if osp.isfile(record):
+        with open(record) as f:
+            saved = json.load(f)
+        if saved['key'] == key and all(osp.exists(s['path'])
+                                       for s in saved['specs'].values()):
+            print(f'[bench] reusing the models built in {folder}')
+            return saved['specs'], saved['rows']
+    specs, rows = build(args, folder)
+    with open(record, 'w') as f:
+        json.dump(dict(key=key, specs=specs, rows=rows), f, indent=1)
+    return specs, rows
+
+
 def table(rows: dict, timing: dict, args) -> str:
     """Markdown table (speedups against fp32-ort at the same setting)."""
     cols = [f'{s}@{t}' for s in args.sizes for t in args.threads]
@@ -341,6 +364,10 @@ def parse_args() -> argparse.Namespace:
     p.add_argument('--out', help='JSON file for the results')
     p.add_argument('--no-timing', action='store_true',
                    help='build and score only')
+    p.add_argument('--workdir', help='keep the built models here; a later '
+                   'run with the same --workdir reuses them (build.json) '
+                   'and only times: build on a busy machine, time on a '
+                   'quiet one')
     return p.parse_args()
 
 
@@ -351,7 +378,7 @@ def main() -> None:
     args = parse_args()
     t0 = time.time()
     with tempfile.TemporaryDirectory() as tmp:
-        specs, rows = build(args, tmp)
+        specs, rows = _build_or_reuse(args, args.workdir or tmp)
         timing = {} if args.no_timing else measure(args, specs)
     text = table(rows, timing, args)
     print(text)

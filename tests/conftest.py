@@ -12,8 +12,15 @@
 
 Urban100 is absent on purpose. Use :func:`make_sr_root` for a private copy
 that a test may damage.
+
+``--shuffle-seed N`` runs the suite in a seeded random order: the modules
+in a shuffled order, and the tests of each module shuffled among
+themselves (module-scoped fixtures are then still built once per module).
+It shows that no test depends on another having run before it
+(docs/test_variants.md).
 """
 import os.path as osp
+import random
 import sys
 from pathlib import Path
 from typing import Sequence
@@ -32,6 +39,34 @@ TEST_SETS = ('Set5', 'Set14', 'B100')
 SCALES = (2, 3, 4)
 HR_SHAPE = (50, 38)  # H, W
 T91_SIZES = ((100, 120), (110, 96), (128, 128), (40, 40))  # last: too small
+
+
+def pytest_addoption(parser) -> None:
+    parser.addoption('--shuffle-seed', type=int, default=None,
+                     help='run modules, and the tests within each module, '
+                     'in an order shuffled with this seed')
+
+
+def pytest_collection_modifyitems(config, items) -> None:
+    seed = config.getoption('--shuffle-seed')
+    if seed is None:
+        return
+    rng = random.Random(seed)
+    modules = {}
+    for item in items:
+        modules.setdefault(item.nodeid.split('::')[0], []).append(item)
+    order = list(modules)
+    rng.shuffle(order)
+    items[:] = []
+    for name in order:
+        group = modules[name]
+        rng.shuffle(group)
+        items.extend(group)
+
+
+def pytest_report_header(config) -> str:
+    seed = config.getoption('--shuffle-seed')
+    return [f'shuffled order, seed {seed}'] if seed is not None else []
 
 
 def smooth_image(h: int, w: int, seed: int, channels: int = 3) -> np.ndarray:

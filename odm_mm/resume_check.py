@@ -72,8 +72,9 @@ def checkpoint_problem(path: str) -> Optional[str]:
 
 
 def _first_line(err: BaseException) -> str:
+    """The first sentence of an error message (torch's run on)."""
     text = str(err).strip().splitlines()
-    return text[0] if text else ''
+    return text[0].split('. ')[0].rstrip('.') if text else ''
 
 
 def intact_checkpoints(work_dir: str,

@@ -20,7 +20,10 @@ the sampler's index stream, so the uninterrupted run trains on the stream
 from its start; the resumed run re-seeds identically, skips calibration
 (ranges and offsets come from the checkpoint) and mmengine's train loop
 re-draws the first k batches to skip them, consuming exactly the same numpy
-draws. The CPU kernels are deterministic for a fixed thread count.
+draws. Both runs execute in this process, so every float kernel (conv,
+matmul, reduction) is the same code with the same thread count and dispatch
+on the same inputs: the equality is exact on any CPU, though the values
+themselves differ between CPUs and dispatches (docs/test_variants.md).
 """
 import re
 from pathlib import Path

@@ -20,16 +20,12 @@ flags, weights) right after calibration and after the last step. Checked:
   gate's running statistics, updated from each rank's own batch, differed
   between steps until DDTBCalibHook broadcast rank 0's after each step.)
 """
-import os
-import subprocess
-
 import pytest
 import torch
 
 import odm_mm
 
-from conftest import REPO
-from test_dist_train import PROBE, _free_port
+from test_dist_train import PROBE, dist_train
 from tiny_odm import load, write_config, write_fp32_checkpoint
 
 pytestmark = [
@@ -79,17 +75,7 @@ def placement_run(tmp_path_factory, tiny_data_root, venv_python):
                        max_iters=2, val_interval=2, ckpt_interval=2)
     cfg.write_text(cfg.read_text() + DDTB_OFFICIAL.format(
         fp32=str(fp32), out=str(tmp)))
-    env = dict(os.environ, PYTHON=venv_python, PORT=str(_free_port()),
-               PYTHONPATH=f'{tmp}{os.pathsep}{REPO}', OMP_NUM_THREADS='1')
-    env.pop('LOCAL_RANK', None)
-    proc = subprocess.run(
-        ['bash', str(REPO / 'tools' / 'dist_train.sh'), str(cfg), '2',
-         '--work-dir', str(tmp / 'work'), '--cfg-options',
-         f'odm_data_root={tiny_data_root}'],
-        cwd=tmp, env=env, capture_output=True, text=True, timeout=300)
-    out = proc.stdout + proc.stderr
-    assert proc.returncode == 0, out[-5000:]
-    return tmp, out
+    return tmp, dist_train(tmp, cfg, tiny_data_root, venv_python)
 
 
 def _state(tmp, tag, rank):

@@ -62,19 +62,20 @@ def checkpoint_problem(path: str) -> Optional[str]:
     try:
         torch.load(path, map_location='cpu', weights_only=True, mmap=mmap)
     except pickle.UnpicklingError as err:
-        if 'weights_only' in str(err) or 'Unsupported global' in str(err):
+        if 'Unsupported global' in str(err):
             return None  # readable; a global weights_only refuses
-        return f'cannot be read ({type(err).__name__}: {_first_line(err)})'
+        return f'cannot be read ({_reason(err)}; {size} bytes)'
     except Exception as err:  # noqa: BLE001  torch raises many types here
-        return (f'cannot be read ({type(err).__name__}: '
-                f'{_first_line(err)}; {size} bytes)')
+        return f'cannot be read ({_reason(err)}; {size} bytes)'
     return None
 
 
-def _first_line(err: BaseException) -> str:
-    """The first sentence of an error message (torch's run on)."""
+def _reason(err: BaseException) -> str:
+    """``Type: first sentence`` of an error (torch's messages run on)."""
     text = str(err).strip().splitlines()
-    return text[0].split('. ')[0].rstrip('.') if text else ''
+    first = text[0].split('. ')[0].rstrip('.') if text else ''
+    return f'{type(err).__name__}: {first}' if first else \
+        type(err).__name__
 
 
 def intact_checkpoints(work_dir: str,

@@ -102,3 +102,21 @@ def test_resume_command_replaces_resume_keeps_the_rest(args):
     assert shlex.split(resume_command(argv, 'my dir/iter_2.pth')) == [
         'python', 'tools/train.py', 'cfg.py', '--work-dir', 'my dir',
         '--resume', 'my dir/iter_2.pth', '--cfg-options', 'a=1', 'b=2']
+
+
+class _Custom:
+    """A class ``weights_only`` refuses: such a file is intact."""
+
+
+def test_legacy_format_and_refused_globals(tmp_path):
+    legacy = tmp_path / 'legacy.pth'
+    torch.save({'w': torch.ones(100)}, legacy,
+               _use_new_zipfile_serialization=False)
+    assert checkpoint_problem(str(legacy)) is None
+    _tear(legacy)
+    assert checkpoint_problem(str(legacy)).startswith('cannot be read (')
+    custom = tmp_path / 'custom.pth'
+    torch.save({'obj': _Custom()}, custom)
+    assert checkpoint_problem(str(custom)) is None
+    _tear(custom)
+    assert 'central directory' in checkpoint_problem(str(custom))

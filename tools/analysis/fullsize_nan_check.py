@@ -8,7 +8,8 @@ shape, from a *randomly initialised* FP32 teacher (seeded; none of the
 shipped teachers has this shape), on T91 patches (the local recipe's
 pipeline, ``configs/_base_/datasets/t91_x4.py``) for ``--iters`` iterations,
 through ``tools/train.py`` (preflight, calibration hooks, NumericalGuardHook
-as configured).
+as configured). ``--methods ddtb_official`` runs
+``configs/ddtb/edsr_x4_w2a2_official.py`` (the authors' placement) too.
 
 A run passes if it finishes with finite losses and weights, or if
 NumericalGuardHook stopped it with a message that names the iteration (and
@@ -35,6 +36,11 @@ from typing import Dict, List
 REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 sys.path.insert(0, REPO)
 
+#: method -> its W2A2 EDSR x4 config; ``ddtb_official``: DDTB as its authors
+#: placed it (quantized skip/residual paths, first stage, official gate init)
+CONFIGS = {'odm': 'odm/edsr_x4_w2a2.py', 'pams': 'pams/edsr_x4_w2a2.py',
+           'daq': 'daq/edsr_x4_w2a2.py', 'ddtb': 'ddtb/edsr_x4_w2a2.py',
+           'ddtb_official': 'ddtb/edsr_x4_w2a2_official.py'}
 METHODS = ('odm', 'pams', 'daq', 'ddtb')
 #: mmagic's edsr_x4c256b32_1xb16-300k_div2k generator, x4.
 FULL_EDSR = dict(mid_channels=256, num_blocks=32, res_scale=0.1)
@@ -59,8 +65,7 @@ def write_teacher(path: str, seed: int) -> str:
 def write_config(method: str, out: str, teacher: str, args) -> str:
     """The method's W2A2 config at full size, short, on T91; dumped."""
     from mmengine.config import Config
-    cfg = Config.fromfile(osp.join(REPO, 'configs', method,
-                                   'edsr_x4_w2a2.py'))
+    cfg = Config.fromfile(osp.join(REPO, 'configs', CONFIGS[method]))
     t91 = Config.fromfile(osp.join(REPO, 'configs', '_base_', 'datasets',
                                    't91_x4.py'))
     patch = args.patch
@@ -129,7 +134,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     parser.add_argument('--work-root', required=True)
     parser.add_argument('--methods', nargs='+', default=list(METHODS),
-                        choices=METHODS)
+                        choices=sorted(CONFIGS))
     parser.add_argument('--iters', type=int, default=40)
     parser.add_argument('--batch', type=int, default=2)
     parser.add_argument('--patch', type=int, default=48,

@@ -12,7 +12,9 @@ checkpoint to resume from cannot be read it exits with one message naming
 the damaged file, the last intact checkpoint of the work dir (``iter_<N>`` /
 ``epoch_<N>``, by ``N``, not by file time or listing order) and the exact
 command that resumes from it. It reads files only: nothing in the work dir
-is written, moved or deleted.
+is written, moved or deleted. A resumed run also gets
+:class:`KeepSourceRunHook`, so it never deletes another run's best
+checkpoint.
 
 What "cannot be read" means: the file is missing or empty, or
 ``torch.load(..., weights_only=True)`` fails on it for any reason other
@@ -37,7 +39,8 @@ import torch
 from mmengine.config import Config
 
 __all__ = ['checkpoint_problem', 'intact_checkpoints', 'resume_target',
-           'resume_command', 'check_resume', 'check_resume_or_exit']
+           'resume_command', 'check_resume', 'check_resume_or_exit',
+           'KeepSourceRunHook']
 
 _NUMBERED = re.compile(r'^(iter|epoch)_(\d+)\.pth$')
 
@@ -210,13 +213,15 @@ def check_resume(cfg: Config, argv: Optional[Sequence[str]] = None) -> None:
 
 def check_resume_or_exit(cfg: Config,
                          argv: Optional[Sequence[str]] = None) -> None:
-    """:func:`check_resume`; a damaged checkpoint exits with its message.
+    """:func:`check_resume`, then :class:`KeepSourceRunHook` when resuming.
 
-    Exits (``SystemExit``, status 1) with ``FileNotFoundError: <message>``,
-    without traceback, before anything is written.
+    A damaged checkpoint exits (``SystemExit``, status 1) with
+    ``FileNotFoundError: <message>``, without traceback, before anything is
+    written. A resumed run gets :class:`KeepSourceRunHook` appended to
+    ``cfg.custom_hooks``.
 
     Args:
-        cfg: The merged training config.
+        cfg: The merged training config (``custom_hooks`` may change).
         argv: The command line (default ``sys.argv``).
     """
     try:
@@ -224,3 +229,49 @@ def check_resume_or_exit(cfg: Config,
     except FileNotFoundError as err:
         raise SystemExit(f'{type(err).__name__}: {err}\n[odm_mm pre-run '
                          'check: see docs/troubleshooting.md]') from None
+    if cfg.get('resume', False):
+        cfg.custom_hooks = list(cfg.get('custom_hooks') or []) + [
+            dict(type='KeepSourceRunHook')]
+
+
+def _inside(path: str, folder: str) -> bool:
+    path, folder = osp.realpath(path), osp.realpath(folder)
+    return osp.commonpath([path, folder]) == folder
+
+
+try:
+    from mmengine.hooks import Hook
+    from mmengine.logging import print_log
+    from mmagic.registry import HOOKS
+except ImportError:  # torch-only: no Runner, nothing to protect
+    HOOKS = None
+
+if HOOKS is not None:
+
+    @HOOKS.register_module()
+    class KeepSourceRunHook(Hook):
+        """A resumed run never deletes the best checkpoint of another run.
+
+        mmengine's CheckpointHook restores the path of the best checkpoint
+        (``best_ckpt`` in the message hub) from the checkpoint it resumes
+        from, and deletes that file when it saves a better one. After
+        ``--resume other_dir/iter_N.pth --work-dir new_dir`` that is a file
+        of the other run. Before CheckpointHook reads it (priority
+        ``VERY_HIGH``, ``before_train``), this hook forgets a best path that
+        lies outside the work dir, with one log line; the best score is
+        kept, so a new best is still only saved when it beats it.
+        """
+
+        priority = 'VERY_HIGH'
+
+        def before_train(self, runner) -> None:
+            """Drop ``best_ckpt*`` entries that point outside the work dir."""
+            info = runner.message_hub.runtime_info
+            for key in [k for k in info if k.startswith('best_ckpt')]:
+                path = info[key]
+                if path and not _inside(str(path), runner.work_dir):
+                    del info[key]
+                    print_log(f'Resumed from another work dir: its best '
+                              f'checkpoint {path} is left alone (this run '
+                              f'saves its own best in {runner.work_dir}).',
+                              logger='current')

@@ -51,16 +51,15 @@ def pytest_collection_modifyitems(config, items) -> None:
     seed = config.getoption('--shuffle-seed')
     if seed is None:
         return
-    rng = random.Random(seed)
     modules = {}
     for item in items:
         modules.setdefault(item.nodeid.split('::')[0], []).append(item)
     order = list(modules)
-    rng.shuffle(order)
+    random.Random(seed).shuffle(order)
     items[:] = []
-    for name in order:
-        group = modules[name]
-        rng.shuffle(group)
+    for name in order:  # each module's own stream: an order reproduces
+        group = modules[name]  # when other modules gain or lose tests
+        random.Random(f'{seed}:{name}').shuffle(group)
         items.extend(group)
 
 
@@ -109,6 +108,20 @@ def make_sr_root(root: Path) -> Path:
         cv2.imwrite(str(root / 'T91' / f't{i}.png'),
                     smooth_image(h, w, seed=100 + i))
     return root
+
+
+@pytest.fixture(autouse=True)
+def _mmagic_default_scope():
+    """Every test starts with mmagic as the default registry scope, and
+    what it changes (an in-process Runner makes its own scope current) is
+    undone afterwards: no test depends on which test ran before it."""
+    try:
+        from mmengine.registry import DefaultScope
+    except ImportError:  # torch-only environments
+        yield
+        return
+    with DefaultScope.overwrite_default_scope('mmagic'):
+        yield
 
 
 @pytest.fixture(scope='session')

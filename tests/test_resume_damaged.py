@@ -120,3 +120,23 @@ def test_legacy_format_and_refused_globals(tmp_path):
     assert checkpoint_problem(str(custom)) is None
     _tear(custom)
     assert 'central directory' in checkpoint_problem(str(custom))
+
+
+def test_resumed_run_forgets_another_runs_best_checkpoint(tmp_path):
+    from types import SimpleNamespace
+
+    from mmengine.logging import MessageHub
+
+    from odm_mm.resume_check import KeepSourceRunHook
+    hub = MessageHub.get_instance('keep_source_run_test')
+    work = tmp_path / 'new'
+    work.mkdir()
+    hub.update_info('best_ckpt', str(tmp_path / 'old' / 'best_iter_2.pth'))
+    hub.update_info('best_ckpt_Set5/PSNR', str(work / 'best_iter_4.pth'))
+    hub.update_info('best_score', 30.5)
+    KeepSourceRunHook().before_train(SimpleNamespace(
+        message_hub=hub, work_dir=str(work)))
+    info = hub.runtime_info
+    assert 'best_ckpt' not in info  # another run's file: forgotten
+    assert info['best_ckpt_Set5/PSNR'] == str(work / 'best_iter_4.pth')
+    assert info['best_score'] == 30.5

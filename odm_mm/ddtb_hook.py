@@ -148,6 +148,25 @@ class DDTBCalibHook(OffsetHook):
         else:
             self._log_choice(layers, None)
 
+    def after_train_iter(self, runner, batch_idx: int, data_batch=None,
+                         outputs=None) -> None:
+        """Under DDP, then give every rank rank 0's gate statistics.
+
+        A dynamic gate's BatchNorm updates its running statistics from its
+        rank's own batch in the training forward. DDP (``broadcast_buffers``)
+        copies rank 0's buffers only at the start of the next training
+        forward, and validation (``val_step``) bypasses that, so between
+        steps the ranks' quantizer states differed. Broadcasting every DDTB
+        quantizer's buffers here (before CheckpointHook) keeps them
+        identical; training is unchanged (a training-mode BatchNorm
+        normalises with the batch's statistics, not the running ones).
+        """
+        super().after_train_iter(runner, batch_idx, data_batch, outputs)
+        if get_world_size() > 1:
+            for _, m in _ddtb_layers(self._model(runner).generator):
+                for buf in m.act_quantizer.buffers():
+                    broadcast(buf, src=0)
+
     def nominal_choice(self, generator: torch.nn.Module) -> str:
         """Without calibration data: make ``int(n * dynamic_ratio)`` DDTB
         layers dynamic, the first ones in module order, so that a cost

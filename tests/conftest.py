@@ -12,8 +12,15 @@
 
 Urban100 is absent on purpose. Use :func:`make_sr_root` for a private copy
 that a test may damage.
+
+``--shuffle-seed N`` runs the suite in a seeded random order: the modules
+in a shuffled order, and the tests of each module shuffled among
+themselves (module-scoped fixtures are then still built once per module).
+It shows that no test depends on another having run before it
+(docs/test_variants.md).
 """
 import os.path as osp
+import random
 import sys
 from pathlib import Path
 from typing import Sequence
@@ -32,6 +39,33 @@ TEST_SETS = ('Set5', 'Set14', 'B100')
 SCALES = (2, 3, 4)
 HR_SHAPE = (50, 38)  # H, W
 T91_SIZES = ((100, 120), (110, 96), (128, 128), (40, 40))  # last: too small
+
+
+def pytest_addoption(parser) -> None:
+    parser.addoption('--shuffle-seed', type=int, default=None,
+                     help='run modules, and the tests within each module, '
+                     'in an order shuffled with this seed')
+
+
+def pytest_collection_modifyitems(config, items) -> None:
+    seed = config.getoption('--shuffle-seed')
+    if seed is None:
+        return
+    modules = {}
+    for item in items:
+        modules.setdefault(item.nodeid.split('::')[0], []).append(item)
+    order = list(modules)
+    random.Random(seed).shuffle(order)
+    items[:] = []
+    for name in order:  # each module's own stream: an order reproduces
+        group = modules[name]  # when other modules gain or lose tests
+        random.Random(f'{seed}:{name}').shuffle(group)
+        items.extend(group)
+
+
+def pytest_report_header(config) -> str:
+    seed = config.getoption('--shuffle-seed')
+    return [f'shuffled order, seed {seed}'] if seed is not None else []
 
 
 def smooth_image(h: int, w: int, seed: int, channels: int = 3) -> np.ndarray:
@@ -74,6 +108,20 @@ def make_sr_root(root: Path) -> Path:
         cv2.imwrite(str(root / 'T91' / f't{i}.png'),
                     smooth_image(h, w, seed=100 + i))
     return root
+
+
+@pytest.fixture(autouse=True)
+def _mmagic_default_scope():
+    """Every test starts with mmagic as the default registry scope, and
+    what it changes (an in-process Runner makes its own scope current) is
+    undone afterwards: no test depends on which test ran before it."""
+    try:
+        from mmengine.registry import DefaultScope
+    except ImportError:  # torch-only environments
+        yield
+        return
+    with DefaultScope.overwrite_default_scope('mmagic'):
+        yield
 
 
 @pytest.fixture(scope='session')

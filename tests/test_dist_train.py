@@ -88,17 +88,23 @@ def dist_run(tmp_path_factory, tiny_data_root, venv_python):
         "custom_imports = dict(imports=['odm_mm', 'rank_probe'], "
         'allow_failed_imports=False)\n'
         'val_cfg = None\nval_dataloader = None\nval_evaluator = None\n'))
+    return tmp, dist_train(tmp, cfg, tiny_data_root, venv_python)
+
+
+def dist_train(tmp, cfg, data_root, venv_python) -> str:
+    """``tools/dist_train.sh CFG 2`` from ``tmp`` (work dir ``tmp/work``,
+    ``tmp`` importable for the probe); returns its output, asserts rc 0."""
     env = dict(os.environ, PYTHON=venv_python, PORT=str(_free_port()),
                PYTHONPATH=f'{tmp}{os.pathsep}{REPO}', OMP_NUM_THREADS='1')
     env.pop('LOCAL_RANK', None)
     proc = subprocess.run(
         ['bash', str(REPO / 'tools' / 'dist_train.sh'), str(cfg), '2',
          '--work-dir', str(tmp / 'work'), '--cfg-options',
-         f'odm_data_root={tiny_data_root}'],
+         f'odm_data_root={data_root}'],
         cwd=tmp, env=env, capture_output=True, text=True, timeout=300)
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, out[-5000:]
-    return tmp, out
+    return out
 
 
 def _rank(tmp, tag, rank):

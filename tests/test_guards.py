@@ -150,8 +150,14 @@ def test_nan_run_keeps_last_good_checkpoint(tmp_path, tiny_data_root):
     work = tmp_path / 'work'
     with pytest.raises(FloatingPointError) as err:
         train(cfg, work, tiny_data_root)
-    msg = str(err.value)
-    assert 'non-finite loss' in msg and 'at iteration 2' in msg
+    assert 'non-finite loss' in str(err.value)
+    assert_stopped_at_2_keeping_iter_1(str(err.value), work)
+
+
+def assert_stopped_at_2_keeping_iter_1(msg: str, work) -> None:
+    """The guard stopped iteration 2 (poisoned), pointing at the intact
+    ``iter_1.pth``, which is all the work dir holds."""
+    assert 'at iteration 2' in msg and 'NOT saved' in msg
     assert f'--resume {work / "iter_1.pth"}' in msg
     assert sorted(p.name for p in work.glob('*.pth')) == ['iter_1.pth']
     assert (work / 'last_checkpoint').read_text().strip() == \

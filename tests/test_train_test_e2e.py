@@ -66,9 +66,14 @@ def test_train_writes_checkpoints(trained):
 
 def test_resume_from_path(trained, tiny_data_root, venv_python, tmp_path):
     work_dir = tmp_path / 'resumed'
+    before = sorted(p.name for p in trained.glob('*.pth'))
     out = _train(venv_python, tiny_data_root, work_dir, 3, '--resume',
                  trained / 'iter_2.pth')
     assert 'resumed epoch: 0, iter: 2' in out
+    # the source run keeps its files, its best checkpoint included (which
+    # mmengine would delete when this run finds a better one)
+    assert sorted(p.name for p in trained.glob('*.pth')) == before
+    assert 'best_Set5_PSNR_iter_2.pth' in before
     assert (work_dir / 'iter_3.pth').is_file()
     # a fresh run would have saved iter_2.pth (checkpoint interval 2)
     assert not (work_dir / 'iter_2.pth').exists()

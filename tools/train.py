@@ -32,6 +32,7 @@ import odm_mm  # noqa: E402,F401  (registers odm_mm into mmagic)
 from odm_mm.data_root import merge_cfg_options  # noqa: E402
 from odm_mm.launch import prepare_launcher  # noqa: E402
 from odm_mm.preflight import preflight_or_exit  # noqa: E402
+from odm_mm.resume_check import check_resume_or_exit  # noqa: E402
 
 
 def parse_args() -> argparse.Namespace:
@@ -101,6 +102,7 @@ def main() -> None:
 
     # one clear message, before the Runner touches the work dir
     demote_param_logs()
+    check_resume_or_exit(cfg)
     preflight_or_exit(cfg)
     runner = Runner.from_cfg(cfg)
     print_log(f'Working directory: {cfg.work_dir}', logger='current')

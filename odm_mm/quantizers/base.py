@@ -8,7 +8,9 @@ behaviour, so callers never branch on a method name:
 
 * ``forward`` (fake quantization with its STE);
 * ``codes(t)`` / ``dequantize(codes, t)``: its integer form, with
-  ``dequantize(codes(t), t) == forward(t)`` bit for bit, and
+  ``dequantize(codes(t), t) == forward(t)`` bit for bit on any CPU (the
+  same element-wise float ops, each rounded once, on the same range; a
+  range computed from ``t`` is recomputed by the same kernel), and
   ``integer_form(t)`` (:class:`IntegerForm`: ``t_q = offset + (code - zero)
   * scale``, the clip range, the named float parameters a runtime stores);
 * ``range_values``: how many float values store its range (storage figure);
@@ -40,8 +42,9 @@ one (docs/quantizers.md shows a toy example).
 Conventions (documented choices where the paper is silent):
 
 * ``Int(.)`` of Eq. 1 is :func:`torch.round` (round half to even). It is the
-  rounding of ONNX ``QuantizeLinear``, so the exported integer model
-  reproduces the fake-quant model bit for bit.
+  rounding of ONNX ``QuantizeLinear``, so the exported model's integer
+  codes equal the fake-quant codes (its float outputs then agree up to the
+  rounding of the float kernels that consume them).
 * The straight-through estimator is an explicit :class:`RoundSTE`
   ``autograd.Function`` (identity gradient for the rounding only); clip and the
   affine map are differentiated by autograd, so gradients reach

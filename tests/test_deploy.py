@@ -111,6 +111,22 @@ def psnr(a, b, crop=4):
     return float(10 * torch.log10(1 / ((a - b)**2).mean()))
 
 
+def _assert_float32_agreement(y, ref):
+    """Runtime (float32 parts, exact integer sums) vs float32 fake quant.
+
+    Float32 fake quant accumulates its convs with rounding error that
+    depends on the CPU's kernel (FMA or not, blocking); an activation
+    within that error of a rounding boundary can land one level apart from
+    the exact integer runtime (docs/deploy.md). So: almost every element
+    agrees to float32 rounding of the output (1e-5 at these magnitudes),
+    and none differs by more than one code step of a 2-bit grid through
+    this small body (0.05).
+    """
+    d = (y - ref).abs()
+    assert float((d > 1e-5).float().mean()) <= 1e-3
+    assert float(d.max()) <= 0.05
+
+
 # ----------------------------------------------------------------- format
 def test_pack_bits_hand_layout():
     # four 2-bit codes per byte, first code in the low bits
@@ -197,8 +213,9 @@ def test_runtime_matches_fake_quant_edsr(tmp_path, method, bits):
         ref32 = gen(x)
         ref64 = copy.deepcopy(gen).double()(x.double())
         y32, y64 = rt32(x), rt64(x.double())
-    assert (y64 - ref64).abs().max() <= 1e-5
-    assert (y32 - ref32).abs().max() <= 1e-5
+    # float64: the same arithmetic up to float64 rounding
+    assert (y64 - ref64).abs().max() <= 1e-9
+    _assert_float32_agreement(y32, ref32)
     fp = copy.deepcopy(gen)  # not vacuous: quantization changes the output
     for _, m in quant_convs(fp):
         m.disable_quant()
@@ -226,12 +243,8 @@ def test_runtime_psnr_set5_baby(tmp_path, method, bits):
         ref = gen(lr)
         out = load_runtime(str(tmp_path))(lr)
     hr = hr[..., :ref.shape[-2], :ref.shape[-1]]
-    assert round(psnr(out, hr), 2) == round(psnr(ref, hr), 2)
-    # Float32 fake quant accumulates its convs with rounding error; an
-    # activation within that error of a rounding boundary can land one
-    # level apart from the exact integer runtime (docs/deploy.md, seen
-    # with other seeds at 2.6e-5). With these seeds no element does.
-    assert (out - ref).abs().max() <= 1e-5
+    assert abs(psnr(out, hr) - psnr(ref, hr)) <= 0.01
+    _assert_float32_agreement(out, ref)
 
 
 # ------------------------------------------------------ sizes vs storage

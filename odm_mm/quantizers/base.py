@@ -42,9 +42,11 @@ one (docs/quantizers.md shows a toy example).
 Conventions (documented choices where the paper is silent):
 
 * ``Int(.)`` of Eq. 1 is :func:`torch.round` (round half to even). It is the
-  rounding of ONNX ``QuantizeLinear``, so the exported model's integer
-  codes equal the fake-quant codes (its float outputs then agree up to the
-  rounding of the float kernels that consume them).
+  rounding of ONNX ``QuantizeLinear``, so the exported model rounds like
+  the fake-quant model: given the same float32 input, its codes are the
+  fake-quant levels (embedded in 8-bit codes in the integer ONNX form,
+  docs/deploy.md); its float outputs agree up to the float kernels'
+  rounding and, in the integer form, its 8-bit requantised outputs.
 * The straight-through estimator is an explicit :class:`RoundSTE`
   ``autograd.Function`` (identity gradient for the rounding only); clip and the
   affine map are differentiated by autograd, so gradients reach

@@ -21,7 +21,8 @@ frame, rounds interleaved over models (median of ``--reps`` rounds). PSNR is
 Y-PSNR (crop 4) on Set5 and Set14 of the deployed model, next to its
 fake-quant model. The fake-quant and runtime models do not depend on the
 bit-width for speed: they are timed for the first ``--methods`` /
-``--bits`` pair only, the runtime at the first size with the most threads.
+``--bits`` pair only, the runtime at ``--runtime-size`` (320x180) with the
+most threads.
 
 Usage::
 
@@ -275,7 +276,7 @@ def measure(args, specs: dict) -> dict:
         for name in order:
             spec = dict(specs[name], sizes=args.sizes, threads=args.threads)
             if spec['kind'] == 'runtime':  # slow reference: one setting
-                spec.update(sizes=args.sizes[:1],
+                spec.update(sizes=[args.runtime_size],
                             threads=[max(args.threads)])
             res = subprocess.run(
                 [sys.executable, __file__, '--worker', json.dumps(spec)],
@@ -321,6 +322,9 @@ def _build_or_reuse(args, folder: str) -> tuple:
 def table(rows: dict, timing: dict, args) -> str:
     """Markdown table (speedups against fp32-ort at the same setting)."""
     cols = [f'{s}@{t}' for s in args.sizes for t in args.threads]
+    extra = sorted({c for t in timing.values() for c in t['seconds']} -
+                   set(cols))
+    cols += extra
     head = ['model', 'file MB'] + [f'{c} s (x FP32-ORT)' for c in cols] + [
         'peak RSS MB'] + [f'{s} PSNR (fake-quant)' for s in ('Set5', 'Set14')
                           ] + ['max abs diff']
@@ -361,6 +365,9 @@ def parse_args() -> argparse.Namespace:
     p.add_argument('--sizes', nargs='+', default=['1280x720', '1920x1080'])
     p.add_argument('--threads', nargs='+', type=int, default=[1, 2])
     p.add_argument('--reps', type=int, default=5)
+    p.add_argument('--runtime-size', default='320x180',
+                   help='output size at which the (slow, float64) integer '
+                   'reference runtime is timed')
     p.add_argument('--out', help='JSON file for the results')
     p.add_argument('--no-timing', action='store_true',
                    help='build and score only')

@@ -28,7 +28,8 @@ import torch
 from torch import Tensor
 
 __all__ = ['CheckImage', 'check_images', 'y_psnr', 'compare',
-           'CheckResult', 'onnx_callable', 'format_results', 'tensor_fn']
+           'CheckResult', 'onnx_callable', 'format_results', 'tensor_fn',
+           'read_rgb']
 
 
 @dataclass
@@ -40,7 +41,8 @@ class CheckImage:
     hr: Tensor
 
 
-def _read_rgb(path: str) -> Tensor:
+def read_rgb(path: str) -> Tensor:
+    """An image file as a ``(1, 3, H, W)`` RGB tensor in [0, 1]."""
     import cv2
     img = cv2.imread(path, cv2.IMREAD_COLOR)
     if img is None:
@@ -57,7 +59,7 @@ def _set5(root: str, scale: int, names: Sequence[str]) -> List[CheckImage]:
         hr = osp.join(root, 'Set5', 'HR', f'{name}.png')
         if not (osp.isfile(lr) and osp.isfile(hr)):
             return []
-        out.append(CheckImage(f'Set5/{name}', _read_rgb(lr), _read_rgb(hr)))
+        out.append(CheckImage(f'Set5/{name}', read_rgb(lr), read_rgb(hr)))
     return out
 
 

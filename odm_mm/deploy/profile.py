@@ -27,6 +27,7 @@ docs/deploy.md. Torch-only.
 from __future__ import annotations
 
 import copy
+import re
 from typing import Iterable, List, Optional, Sequence
 
 import torch
@@ -87,8 +88,8 @@ def deploy_profile(generator: nn.Module, calib: Optional[Iterable] = None,
     if not todo:
         raise ValueError(f'deploy_profile: {type(model).__name__} has no '
                          'float conv left to quantize')
-    swap_convs(model, patterns=[_exact(n) for n in todo], method=PROFILE_METHOD,
-               w_bits=bits, a_bits=bits)
+    swap_convs(model, patterns=[re.escape(n) for n in todo],
+               method=PROFILE_METHOD, w_bits=bits, a_bits=bits)
     inputs = as_batches(default_calibration_inputs() if calib is None
                         else calib)
     for name in todo:  # measured with quantization off, as calibration
@@ -101,8 +102,3 @@ def deploy_profile(generator: nn.Module, calib: Optional[Iterable] = None,
         conv.weight_quantizer.init_from_weight(conv.weight)
         conv.quant_enabled = True
     return model.eval()
-
-
-def _exact(name: str) -> str:
-    """A regex matching exactly ``name`` (module names hold dots)."""
-    return name.replace('.', r'\.')

@@ -145,7 +145,7 @@ def _calib_patches(root: str, n: int = 16, size: int = 48):
 
 def _test_sets(root: str):
     """``{'Set5': [CheckImage], 'Set14': [...]}`` (empty without data)."""
-    from odm_mm.deploy.check import CheckImage, _read_rgb
+    from odm_mm.deploy.check import CheckImage, read_rgb
     sets = {}
     for name in ('Set5', 'Set14'):
         imgs = []
@@ -154,7 +154,7 @@ def _test_sets(root: str):
             lr = osp.join(root, name, 'LR_bicubic', f'X{SCALE}',
                           f'{stem}x{SCALE}.png')
             if osp.isfile(lr):
-                imgs.append(CheckImage(stem, _read_rgb(lr), _read_rgb(hr)))
+                imgs.append(CheckImage(stem, read_rgb(lr), read_rgb(hr)))
         if imgs:
             sets[name] = imgs
     return sets
@@ -352,7 +352,6 @@ def table(rows: dict, timing: dict, args) -> str:
 
 
 def parse_args() -> argparse.Namespace:
-    from odm_mm.deploy.check import check_images  # noqa: F401
     root = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
     shared = osp.normpath(osp.join(root, '..', 'shared'))
     p = argparse.ArgumentParser(description=__doc__.split('\n')[0])

@@ -11,11 +11,14 @@ accept ``--cfg-options odm_data_root=/some/dir``: :func:`merge_cfg_options`
 merges the options and then moves every path below the old root to the new
 one (:func:`rebase_data_root`), so the override reaches all dataloaders.
 """
+from __future__ import annotations
+
 import os
 import os.path as osp
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
-from mmengine.config import Config
+if TYPE_CHECKING:  # annotations only: the root lookup needs no mmengine
+    from mmengine.config import Config
 
 #: Environment variable that overrides the data root.
 ENV_VAR = 'ODM_DATA_ROOT'

@@ -23,10 +23,45 @@ import torch
 from torch import Tensor, nn
 
 __all__ = ['default_calibration_inputs', 'observe_ranges',
-           'CALIB_PHOTOS']
+           'CALIB_PHOTOS', 'lr_hr_pair', 'photo']
 
 #: scikit-image photographs used by :func:`default_calibration_inputs`.
 CALIB_PHOTOS = ('astronaut', 'chelsea', 'coffee', 'rocket')
+
+
+def lr_hr_pair(img: np.ndarray, scale: int) -> Tuple[Tensor, Tensor]:
+    """An RGB uint8 ``(H, W, 3)`` image -> ``(lr, hr)`` tensors.
+
+    HR is the image cropped to a multiple of ``scale``; LR its area-average
+    downscale. Both ``(1, 3, h, w)`` float32 in [0, 1].
+    """
+    import cv2
+    h, w = img.shape[0] // scale, img.shape[1] // scale
+    hr = np.ascontiguousarray(img[:h * scale, :w * scale, :3])
+    lr = cv2.resize(hr, (w, h), interpolation=cv2.INTER_AREA)
+
+    def tensor(a: np.ndarray) -> Tensor:
+        return torch.from_numpy(np.ascontiguousarray(a)).permute(
+            2, 0, 1)[None].float() / 255
+
+    return tensor(lr), tensor(hr)
+
+
+def photo(name: str) -> np.ndarray:
+    """A photograph shipped with scikit-image (``skimage.data.<name>``),
+    RGB uint8.
+
+    Raises:
+        ImportError: without scikit-image, saying what to pass instead.
+    """
+    try:
+        from skimage import data
+    except ImportError as err:
+        raise ImportError(
+            'the default calibration/check photographs need scikit-image; '
+            'pass images yourself (calib=[tensor, ...], RGB in [0, 1])'
+        ) from err
+    return getattr(data, name)()[..., :3]
 
 
 def default_calibration_inputs(scale: int = 4,
@@ -44,17 +79,10 @@ def default_calibration_inputs(scale: int = 4,
     Raises:
         ImportError: without scikit-image, saying what to pass instead.
     """
-    try:
-        import cv2
-        from skimage import data
-    except ImportError as err:
-        raise ImportError(
-            'default calibration images need scikit-image and opencv; '
-            'pass calibration inputs yourself (calib=[tensor, ...], RGB in '
-            '[0, 1])') from err
+    import cv2
     out = []
-    for name in photos:
-        img = getattr(data, name)()[..., :3]
+    for name in photos:  # the whole photograph, area-downscaled
+        img = photo(name)
         h, w = img.shape[0] // scale, img.shape[1] // scale
         small = cv2.resize(img, (w, h), interpolation=cv2.INTER_AREA)
         out.append(torch.from_numpy(np.ascontiguousarray(small)).permute(

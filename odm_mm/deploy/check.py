@@ -17,8 +17,8 @@ Torch/NumPy only.
 """
 from __future__ import annotations
 
+import glob
 import math
-import os
 import os.path as osp
 from dataclasses import dataclass
 from typing import Callable, List, Optional, Sequence
@@ -27,9 +27,12 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from ..data_root import get_data_root
+from .calib import lr_hr_pair, photo
+
 __all__ = ['CheckImage', 'check_images', 'y_psnr', 'compare',
            'CheckResult', 'onnx_callable', 'format_results', 'tensor_fn',
-           'read_rgb']
+           'read_rgb', 'test_set_images']
 
 
 @dataclass
@@ -51,33 +54,39 @@ def read_rgb(path: str) -> Tensor:
     return torch.from_numpy(img).permute(2, 0, 1)[None].float() / 255
 
 
-def _set5(root: str, scale: int, names: Sequence[str]) -> List[CheckImage]:
+def test_set_images(root: str, test_set: str, scale: int,
+                    stems: Optional[Sequence[str]] = None
+                    ) -> List[CheckImage]:
+    """HR/LR pairs of a benchmark folder (``<set>/HR/<stem>.png`` with
+    ``<set>/LR_bicubic/X<s>/<stem>x<s>.png``, docs/data.md).
+
+    Args:
+        root: The data root.
+        test_set: E.g. ``'Set5'``.
+        scale: Upscaling factor.
+        stems: Which images (all HR images with an LR partner if None).
+
+    Returns:
+        The pairs; empty if any requested pair is missing.
+    """
+    if stems is None:
+        stems = [osp.splitext(osp.basename(p))[0] for p in sorted(
+            glob.glob(osp.join(root, test_set, 'HR', '*.png')))]
     out = []
-    for name in names:
-        lr = osp.join(root, 'Set5', 'LR_bicubic', f'X{scale}',
-                      f'{name}x{scale}.png')
-        hr = osp.join(root, 'Set5', 'HR', f'{name}.png')
+    for stem in stems:
+        lr = osp.join(root, test_set, 'LR_bicubic', f'X{scale}',
+                      f'{stem}x{scale}.png')
+        hr = osp.join(root, test_set, 'HR', f'{stem}.png')
         if not (osp.isfile(lr) and osp.isfile(hr)):
             return []
-        out.append(CheckImage(f'Set5/{name}', read_rgb(lr), read_rgb(hr)))
+        out.append(CheckImage(f'{test_set}/{stem}', read_rgb(lr),
+                              read_rgb(hr)))
     return out
 
 
 def _photos(scale: int, names: Sequence[str]) -> List[CheckImage]:
-    import cv2
-    from skimage import data
-    out = []
-    for name in names:
-        img = getattr(data, name)()[..., :3]
-        h, w = img.shape[0] // scale, img.shape[1] // scale
-        hr = np.ascontiguousarray(img[:h * scale, :w * scale])
-        lr = cv2.resize(hr, (w, h), interpolation=cv2.INTER_AREA)
-        out.append(CheckImage(
-            f'skimage/{name}',
-            torch.from_numpy(np.ascontiguousarray(lr)).permute(
-                2, 0, 1)[None].float() / 255,
-            torch.from_numpy(hr).permute(2, 0, 1)[None].float() / 255))
-    return out
+    return [CheckImage(f'skimage/{name}', *lr_hr_pair(photo(name), scale))
+            for name in names]
 
 
 def check_images(scale: int, data_root: Optional[str] = None,
@@ -94,14 +103,9 @@ def check_images(scale: int, data_root: Optional[str] = None,
         photos: ``skimage.data`` photographs used without Set5.
     """
     if data_root is None:
-        try:
-            from ..data_root import get_data_root  # needs mmengine
-            data_root = get_data_root()
-        except ImportError:  # torch-only: the same rule without mmengine
-            data_root = os.environ.get('ODM_DATA_ROOT') or osp.join(
-                osp.dirname(osp.dirname(osp.dirname(osp.dirname(
-                    osp.abspath(__file__))))), 'shared', 'data')
-    return _set5(data_root, scale, set5) or _photos(scale, photos)
+        data_root = get_data_root()
+    return (test_set_images(data_root, 'Set5', scale, set5) or
+            _photos(scale, photos))
 
 
 def _y(img: Tensor) -> np.ndarray:

@@ -128,36 +128,21 @@ def _load_teacher(path: str):
 def _calib_patches(root: str, n: int = 16, size: int = 48):
     """LR patches of T91 (area x4), or scikit-image photographs."""
     import cv2
+
+    from odm_mm.deploy.calib import default_calibration_inputs, lr_hr_pair
     files = sorted(glob.glob(osp.join(root, 'T91', '*.png')))[:n]
     if not files:
-        from odm_mm.deploy.calib import default_calibration_inputs
         return default_calibration_inputs()
-    out = []
-    for f in files:
-        img = cv2.imread(f)[..., ::-1]
-        h, w = img.shape[0] // SCALE, img.shape[1] // SCALE
-        lr = cv2.resize(np.ascontiguousarray(img[:h * SCALE, :w * SCALE]),
-                        (w, h), interpolation=cv2.INTER_AREA)
-        t = torch.from_numpy(np.ascontiguousarray(lr)).permute(2, 0, 1)
-        out.append(t[None, :, :size, :size].float() / 255)
-    return out
+    return [lr_hr_pair(cv2.imread(f)[..., ::-1], SCALE)[0][..., :size, :size]
+            for f in files]
 
 
 def _test_sets(root: str):
     """``{'Set5': [CheckImage], 'Set14': [...]}`` (empty without data)."""
-    from odm_mm.deploy.check import CheckImage, read_rgb
-    sets = {}
-    for name in ('Set5', 'Set14'):
-        imgs = []
-        for hr in sorted(glob.glob(osp.join(root, name, 'HR', '*.png'))):
-            stem = osp.splitext(osp.basename(hr))[0]
-            lr = osp.join(root, name, 'LR_bicubic', f'X{SCALE}',
-                          f'{stem}x{SCALE}.png')
-            if osp.isfile(lr):
-                imgs.append(CheckImage(stem, read_rgb(lr), read_rgb(hr)))
-        if imgs:
-            sets[name] = imgs
-    return sets
+    from odm_mm.deploy.check import test_set_images
+    sets = {name: test_set_images(root, name, SCALE)
+            for name in ('Set5', 'Set14')}
+    return {name: imgs for name, imgs in sets.items() if imgs}
 
 
 @torch.no_grad()
